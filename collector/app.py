@@ -1,0 +1,272 @@
+"""The HTTP collector: POST /v1/events and friends (Starlette on uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import psycopg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collector import metrics
+from collector.body import BadEncoding, PayloadTooLarge, decode, read_limited
+from collector.openapi import build_openapi
+from collector.storage import Submission
+from collector.validation import BodyError, parse_body, validate_events
+from collector.writer import DatabaseUnavailable, EventWriter
+from crm import keys
+from crm.keys import WriteKey
+
+TRACKER_PATH = Path(__file__).parent / "static" / "tracker.js"
+KEY_CACHE_SECONDS = 10.0
+
+
+@dataclass
+class CollectorConfig:
+    database_url: str
+    max_body_bytes: int = 1_000_000
+    max_wait_ms: float = 2.0
+    retry_after_seconds: int = 1
+
+
+def _json(body: object, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    metrics.REQUESTS.labels(str(status)).inc()
+    return _json({"error": message}, status, headers)
+
+
+class KeyStore:
+    """Write-key lookups, cached briefly so a revocation takes effect within seconds."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._cache: dict[str, tuple[WriteKey | None, float]] = {}
+        self._origins: tuple[frozenset[str], float] = (frozenset(), 0.0)
+        self._conn: psycopg.AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.database_url, autocommit=True, connect_timeout=3
+            )
+        return self._conn
+
+    async def _query(self, fn):
+        async with self._lock:
+            # A connection idle across a database restart fails on first use: that failure
+            # says nothing about the server now, so try once more on a fresh connection.
+            for attempt in (1, 2):
+                stale = self._conn is not None
+                try:
+                    return await fn(await self._connection())
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    if self._conn is not None:
+                        await self._conn.close()
+                    self._conn = None
+                    if attempt == 2 or not stale:
+                        raise DatabaseUnavailable(str(exc)) from exc
+
+    async def get(self, key: str) -> WriteKey | None:
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit and hit[1] > now:
+            return hit[0]
+        try:
+            found = await self._query(lambda conn: keys.lookup(conn, key))
+        except DatabaseUnavailable:
+            if hit:  # keep serving known keys while the database is away
+                return hit[0]
+            raise
+        if len(self._cache) > 10_000:  # junk keys must not grow memory without bound
+            self._cache.clear()
+        self._cache[key] = (found, now + KEY_CACHE_SECONDS)
+        return found
+
+    async def any_allows(self, origin: str) -> bool:
+        """For CORS preflights, which carry no key: is this origin allowed by some key?"""
+        origins, expires = self._origins
+        if expires < time.monotonic():
+
+            async def fetch(conn: psycopg.AsyncConnection) -> frozenset[str]:
+                cur = await conn.execute(
+                    "SELECT DISTINCT unnest(allowed_origins) FROM ops.write_keys "
+                    "WHERE revoked_at IS NULL"
+                )
+                return frozenset(o for (o,) in await cur.fetchall())
+
+            origins = await self._query(fetch)
+            self._origins = (origins, time.monotonic() + KEY_CACHE_SECONDS)
+        return "*" in origins or origin.rstrip("/") in origins
+
+    async def ping(self) -> None:
+        await self._query(lambda conn: conn.execute("SELECT 1"))
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+
+def _cors_headers(origin: str) -> dict[str, str]:
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+def create_app(config: CollectorConfig) -> Starlette:
+    writer = EventWriter(
+        config.database_url,
+        max_wait=config.max_wait_ms / 1000,
+        retry_after=config.retry_after_seconds,
+    )
+    key_store = KeyStore(config.database_url)
+    retry = {"Retry-After": str(config.retry_after_seconds)}
+    tracker_js = _load_tracker()
+    openapi = orjson.dumps(build_openapi())
+
+    async def post_events(request: Request) -> Response:
+        origin = request.headers.get("origin")
+        cors = _cors_headers(origin) if origin else {}
+        key = request.headers.get("x-write-key") or request.query_params.get("write_key")
+        if not key:
+            return _error(401, "missing write key: send header X-Write-Key or ?write_key=", cors)
+        try:
+            write_key = await key_store.get(key)
+        except DatabaseUnavailable:
+            return _error(503, "database unreachable, retry later", {**retry, **cors})
+        if write_key is None:
+            return _error(401, "unknown or revoked write key", cors)
+        if origin and not write_key.allows_origin(origin):
+            return _error(403, f"origin {origin} is not allowed for this write key")
+
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > config.max_body_bytes:
+            return _error(413, f"body larger than {config.max_body_bytes} bytes", cors)
+        try:
+            raw = await read_limited(request.stream(), config.max_body_bytes)
+            body = decode(raw, request.headers.get("content-encoding"), config.max_body_bytes)
+            items = parse_body(body)
+        except PayloadTooLarge as exc:
+            return _error(413, str(exc), cors)
+        except (BadEncoding, BodyError) as exc:
+            return _error(400, str(exc), cors)
+
+        received_at = dt.datetime.now(dt.UTC)
+        events, rejections = validate_events(items, received_at)
+        source = f"http:{write_key.name}"
+        try:
+            await writer.submit(Submission(events, rejections, source, received_at))
+        except DatabaseUnavailable:
+            return _error(503, "database unreachable, retry later", {**retry, **cors})
+        metrics.EVENTS_ACCEPTED.labels(source).inc(len(events))
+        if rejections:
+            metrics.EVENTS_REJECTED.labels(source).inc(len(rejections))
+        metrics.REQUESTS.labels("202").inc()
+        return _json(
+            {
+                "accepted": len(events),
+                "rejected": [{"index": r.index, "errors": r.errors} for r in rejections],
+            },
+            202,
+            cors,
+        )
+
+    async def preflight(request: Request) -> Response:
+        origin = request.headers.get("origin", "")
+        allowed = False
+        with contextlib.suppress(DatabaseUnavailable):
+            key = request.query_params.get("write_key")
+            if key:
+                found = await key_store.get(key)
+                allowed = found is not None and found.allows_origin(origin)
+            else:
+                allowed = await key_store.any_allows(origin)
+        if not origin or not allowed:
+            return Response(status_code=403)
+        return Response(
+            status_code=204,
+            headers={
+                **_cors_headers(origin),
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type, Content-Encoding, X-Write-Key",
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+
+    async def healthz(request: Request) -> Response:
+        try:
+            await asyncio.wait_for(key_store.ping(), timeout=3)
+        except (DatabaseUnavailable, TimeoutError):
+            metrics.DATABASE_UP.set(0)
+            return _json({"status": "unavailable", "database": "unreachable"}, 503, retry)
+        metrics.DATABASE_UP.set(1)
+        return _json({"status": "ok", "database": "reachable"}, 200)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def tracker(request: Request) -> Response:
+        return Response(
+            tracker_js,
+            media_type="application/javascript",
+            headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+        )
+
+    async def openapi_doc(request: Request) -> Response:
+        return Response(openapi, media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await writer.start()
+        try:
+            yield
+        finally:
+            await writer.close()
+            await key_store.close()
+
+    return Starlette(
+        routes=[
+            Route("/v1/events", post_events, methods=["POST"]),
+            Route("/v1/events", preflight, methods=["OPTIONS"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/v1/tracker.js", tracker, methods=["GET"]),
+            Route("/openapi.json", openapi_doc, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _load_tracker() -> bytes:
+    source = TRACKER_PATH.read_text() if TRACKER_PATH.exists() else ""
+    try:
+        import rjsmin
+
+        return rjsmin.jsmin(source).encode()
+    except ImportError:
+        return source.encode()
+
+
+def serve(config: CollectorConfig, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )

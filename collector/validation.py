@@ -1,0 +1,234 @@
+"""Turn a request body into validated, normalised events (or per-item rejections).
+
+The rules live in `collector.catalogue`; this module parses bodies, runs the catalogue over a
+batch as fast as pydantic-core allows, and shapes the result for storage.
+
+Event ids (`Event.event_id`), chosen so that every way an event can arrive twice is stored once:
+
+- a valid UUID string in `event_id` (any form `uuid.UUID` reads) is used as is;
+- any other non-empty `event_id` string becomes `uuid5(EVENT_ID_NAMESPACE, event_id)`, so a
+  client that retries with its own ids stays idempotent;
+- without `event_id`, the id is `uuid5(EVENT_ID_NAMESPACE, canonical JSON of the original
+  event)` (orjson, keys sorted), so re-importing the same file, or a retried request from a
+  client that sends no ids, is idempotent too. Two truly identical events (same device, same
+  timestamp to the microsecond, same fields) collapse into one, which is what a retry looks
+  like anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from collector.catalogue import ALIASES, AnyEvent, EventEnvelope, validation_context
+
+__all__ = [
+    "EVENT_ID_NAMESPACE",
+    "BodyError",
+    "Event",
+    "Rejection",
+    "derive_event_id",
+    "parse_body",
+    "validate_events",
+]
+
+# Fixed forever: changing it would give every re-imported event a new id (duplicates).
+EVENT_ID_NAMESPACE = uuid.UUID("c4aa9c17-555b-4da7-82e4-b4b7a65bd555")
+_NS_BYTES = EVENT_ID_NAMESPACE.bytes
+
+_ONE: TypeAdapter[EventEnvelope] = TypeAdapter(AnyEvent)
+_MANY: TypeAdapter[list[EventEnvelope]] = TypeAdapter(list[AnyEvent])
+
+
+@dataclass(slots=True)
+class Event:
+    """A validated, normalised event, ready for storage."""
+
+    event_id: uuid.UUID
+    event_type: str  # canonical name ('page_visit' -> 'page_view')
+    event_ts: datetime  # tz-aware UTC
+    client_id: str | None
+    user_id: str | None
+    device_type: str | None
+    push_token: str | None
+    email: str | None  # trimmed, lower-cased
+    phone: str | None  # E.164 digits without '+', e.g. '79161234567'
+    payload: dict  # the original event object exactly as received
+
+
+@dataclass(slots=True)
+class Rejection:
+    index: int  # position in the submitted batch
+    errors: list[str]  # each names the field: "timestamp: not an ISO 8601 date-time"
+    item: Any  # the original item as received
+
+
+class BodyError(ValueError):
+    """The whole body is unusable: not JSON, not an object or array, or empty."""
+
+
+_JSON_TYPE_NAMES = {
+    dict: "object", list: "array", str: "string", int: "integer", float: "number",
+    bool: "boolean", type(None): "null",
+}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def parse_body(body: bytes) -> list[Any]:
+    """Body is one event object, a JSON array of events, or `{"batch": [...]}`.
+
+    Returns the list of items; items may be non-objects (rejected per item later). An object
+    counts as the batch wrapper only when it has `batch` and no `event`, so an event that
+    happens to carry a `batch` field (a product batch number) stays an event. Other keys of
+    the wrapper (`sentAt`, `context`...) are ignored. Raises `BodyError` when the body is empty,
+    not JSON, a JSON scalar, or an empty batch.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if not bytes(body).strip():
+            raise BodyError("empty body: expected an event, an array of events or "
+                            '{"batch": [...]}') from None
+        raise BodyError(f"body is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        if "batch" in data and "event" not in data:
+            items = data["batch"]
+            if not isinstance(items, list):
+                raise BodyError(f'"batch" must be an array of events, got {_json_type(items)}')
+        else:
+            items = [data]
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise BodyError(
+            f"expected an event object, an array of events or {{\"batch\": [...]}}, "
+            f"got {_json_type(data)}"
+        )
+    if not items:
+        raise BodyError("empty batch: no events to store")
+    return items
+
+
+def _uuid5(name: bytes) -> uuid.UUID:
+    # Same result as uuid.uuid5(EVENT_ID_NAMESPACE, name) but takes bytes (3.11's does not).
+    return uuid.UUID(bytes=hashlib.sha1(_NS_BYTES + name).digest()[:16], version=5)
+
+
+def derive_event_id(event_id: str | None, item: dict) -> uuid.UUID:
+    """The stored id of an event (see the module docstring for the rules)."""
+    if event_id is None:
+        # Raises orjson.JSONEncodeError for objects JSON cannot carry (only from Python callers).
+        return _uuid5(orjson.dumps(item, option=orjson.OPT_SORT_KEYS))
+    try:
+        return uuid.UUID(event_id)
+    except ValueError:
+        return _uuid5(event_id.encode("utf-8", "surrogatepass"))
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _messages(exc: ValidationError, item: Any, in_list: bool) -> dict[int, list[str]]:
+    """Pydantic errors -> {index: ["field: message", ...]}, index 0 unless `in_list`."""
+    out: dict[int, list[str]] = {}
+    items = item if in_list else None
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = err["loc"]
+        index = 0
+        if in_list:
+            index, loc = loc[0], loc[1:]
+            item = items[index]  # type: ignore[index]
+        kind = err["type"]
+        if kind == "union_tag_not_found":
+            text = "event: field required"
+        elif kind == "union_tag_invalid":
+            name = item.get("event") if isinstance(item, dict) else getattr(item, "event", None)
+            text = (
+                f"event: unknown event type {name!r}"
+                if isinstance(name, str)
+                else f"event: expected a string, got {_json_type(name)}"
+            )
+        elif not loc:  # the item itself is not an object
+            text = f"item: expected a JSON object, got {_json_type(item)}"
+        else:
+            # loc[0] is the discriminator tag (the event type); the field path follows.
+            field = _path(loc[1:]) or (err.get("ctx") or {}).get("field") or "item"
+            msg = err["msg"]
+            text = f"{field}: {msg[:1].lower()}{msg[1:]}"
+        out.setdefault(index, []).append(text)
+    return out
+
+
+def validate_events(items: list[Any], received_at: datetime) -> tuple[list[Event], list[Rejection]]:
+    """Validate each item independently: valid ones become `Event`s, the others `Rejection`s.
+
+    `received_at` bounds `timestamp` (at most 365 days after it). Fast path: the whole list in
+    one pydantic-core call; only when some item fails is the batch redone item by item, so one
+    bad event never costs the others.
+    """
+    if not isinstance(items, list):
+        items = list(items)
+    context = validation_context(received_at)
+    try:
+        models: list[Any] = _MANY.validate_python(items, context=context)
+    except ValidationError as exc:
+        bad = _messages(exc, items, in_list=True)
+        models = [None] * len(items)
+        for i, item in enumerate(items):
+            if i not in bad:
+                # Revalidated alone: cheap, and never trusts a partial result of the batch call.
+                try:
+                    models[i] = _ONE.validate_python(item, context=context)
+                except ValidationError as exc_one:
+                    bad[i] = _messages(exc_one, item, in_list=False)[0]
+        return _build(items, models, bad)
+    return _build(items, models, {})
+
+
+def _build(
+    items: list[Any], models: list[Any], bad: dict[int, list[str]]
+) -> tuple[list[Event], list[Rejection]]:
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    aliases = ALIASES
+    for i, (model, item) in enumerate(zip(models, items, strict=True)):
+        if model is None:
+            rejections.append(Rejection(i, bad[i], item))
+            continue
+        try:
+            event_id = derive_event_id(model.event_id, item)
+        except (TypeError, ValueError):  # orjson.JSONEncodeError: not JSON (Python callers)
+            rejections.append(Rejection(i, ["item: not representable as JSON"], item))
+            continue
+        name = model.event
+        events.append(
+            Event(
+                event_id,
+                aliases.get(name, name),
+                model.timestamp,
+                model.client_id,
+                model.user_id,
+                model.device_type,
+                model.push_token,
+                model.email,
+                model.phone,
+                item,
+            )
+        )
+    return events, rejections

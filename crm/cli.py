@@ -1,0 +1,161 @@
+"""The `crm` command: database, write keys, collector, ingestion and the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Customer-data and CRM pipeline for online shops.", no_args_is_help=True)
+db_app = typer.Typer(help="The PostgreSQL database (embedded by default).", no_args_is_help=True)
+keys_app = typer.Typer(help="Write keys for the collector.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
+
+
+def _url() -> str:
+    from crm.settings import database_url
+
+    return database_url()
+
+
+def _migrated_url() -> str:
+    from crm.db.migrate import migrate
+
+    url = _url()
+    migrate(url)
+    return url
+
+
+@db_app.command("up")
+def db_up() -> None:
+    """Start the embedded server (or reuse the running one) and apply migrations."""
+    from crm.settings import configured_database_url
+
+    if configured_database_url():
+        console.print("CRM_DATABASE_URL is set: using that server, nothing to start.")
+    url = _migrated_url()
+    print(url)
+
+
+@db_app.command("down")
+def db_down() -> None:
+    """Stop the embedded server."""
+    from crm.db.embedded import EmbeddedPostgres
+    from crm.settings import configured_database_url, state_dir
+
+    if configured_database_url():
+        console.print("CRM_DATABASE_URL is set: that server is not ours to stop.")
+        return
+    stopped = EmbeddedPostgres(state_dir() / "pgdata").stop()
+    console.print("stopped" if stopped else "not running")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the connection URL (alone on the last line)."""
+    print(_url())
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending SQL migrations from sql/."""
+    from crm.db.migrate import migrate
+
+    applied = migrate(_url())
+    console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str,
+    origin: list[str] = typer.Option(
+        [], "--origin", help="Browser origin allowed to send with this key ('*' for any)."
+    ),
+) -> None:
+    """Create a write key; prints it alone on the last line (it is not shown again)."""
+    from crm import keys
+
+    try:
+        key = keys.create(_migrated_url(), name, origin)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"write key {name!r} created; store it now, only its hash is kept")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List write keys (prefixes only)."""
+    from crm import keys
+
+    table = Table("name", "prefix", "origins", "created", "revoked")
+    for k in keys.list_keys(_migrated_url()):
+        table.add_row(
+            k["name"], k["key_prefix"] + "...", ", ".join(k["allowed_origins"]) or "-",
+            f"{k['created_at']:%Y-%m-%d %H:%M}",
+            f"{k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "",
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str) -> None:
+    """Revoke a write key (the collector stops accepting it within seconds)."""
+    from crm import keys
+
+    if not keys.revoke(_migrated_url(), name):
+        console.print(f"[red]error:[/] no active write key named {name!r}")
+        raise typer.Exit(1)
+    console.print(f"revoked {name!r}")
+
+
+@app.command()
+def collector(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted body (after gzip)."),
+    max_wait_ms: float = typer.Option(2.0, help="Longest a request waits to share a commit."),
+) -> None:
+    """Run the HTTP collector (POST /v1/events, /v1/tracker.js, /healthz, /metrics)."""
+    from collector.app import CollectorConfig, serve
+
+    config = CollectorConfig(_migrated_url(), max_body_bytes=max_body_bytes,
+                             max_wait_ms=max_wait_ms)
+    console.print(f"collector listening on http://{host}:{port}")
+    serve(config, host, port)
+
+
+@app.command()
+def ingest(
+    file: str = typer.Argument(..., help="Newline-delimited JSON events, or - for stdin."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Load events from a JSONL file through the collector's validation and storage."""
+    from collector.ingest import ingest_file
+
+    if file != "-" and not Path(file).is_file():
+        console.print(f"[red]error:[/] no such file: {file}")
+        raise typer.Exit(2)
+    summary = ingest_file(file, database_url=_migrated_url(), progress=not quiet)
+    for r in summary.examples:
+        console.print(f"  rejected item {r.index}: {'; '.join(r.errors)}")
+    print(f"accepted {summary.accepted}, rejected {summary.rejected}")
+
+
+@app.command()
+def demo(
+    events: int = typer.Option(5_000, help="How many events to send through HTTP."),
+) -> None:
+    """Start the database and the collector, send a realistic batch of events, show what landed."""
+    from crm.demo import run_demo
+
+    run_demo(_migrated_url(), events)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real PostgreSQL (the embedded server, in a temporary folder) with the
+project's migrations applied, and real collector processes talking to it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from crm import keys
+from crm.db.embedded import EmbeddedPostgres
+from crm.db.migrate import migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata")
+    server.start()
+    yield server
+    server.stop(mode="immediate")
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres: EmbeddedPostgres) -> str:
+    url = postgres.start()
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def clean_raw(db: psycopg.Connection) -> psycopg.Connection:
+    """Empty raw tables for tests that count rows."""
+    db.execute("TRUNCATE raw.events, raw.rejected_events")
+    return db
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class CollectorProcess:
+    database_url: str
+    write_key: str
+    port: int
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> CollectorProcess:
+        env = {**os.environ, "CRM_DATABASE_URL": self.database_url}
+        cmd = [sys.executable, "-m", "crm", "collector", "--port", str(self.port),
+               *self.extra_args]
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("collector did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def post(self, body: object, **kwargs) -> httpx.Response:
+        headers = {"X-Write-Key": self.write_key, **kwargs.pop("headers", {})}
+        return httpx.post(f"{self.url}/v1/events", json=body, headers=headers, timeout=30,
+                          **kwargs)
+
+
+@pytest.fixture
+def collector_factory(database_url: str) -> Iterator:
+    started: list[CollectorProcess] = []
+
+    def make(allowed_origins: list[str] | None = None,
+             extra_args: list[str] | None = None) -> CollectorProcess:
+        key = keys.create(database_url, f"test-{uuid.uuid4().hex[:8]}", allowed_origins)
+        c = CollectorProcess(database_url, key, free_port(), extra_args or [])
+        started.append(c)
+        return c.start()
+
+    yield make
+    for c in started:
+        c.stop()
+
+
+@pytest.fixture
+def collector(collector_factory) -> CollectorProcess:
+    return collector_factory()

@@ -1,0 +1,208 @@
+"""The collector over real HTTP against a real PostgreSQL: shapes, errors, auth, CORS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import uuid
+
+import httpx
+import orjson
+import psycopg
+import pytest
+
+from crm import keys
+from tests.events import batch, now_iso, page_view
+
+
+def count(db: psycopg.Connection, sql: str, *params) -> int:
+    return db.execute(sql, params).fetchone()[0]
+
+
+def test_accepts_one_event_an_array_and_a_batch_object(collector, db):
+    one, arr, obj = page_view(), batch(3), batch(2)
+    for body, n in ((one, 1), (arr, 3), ({"batch": obj}, 2)):
+        r = collector.post(body)
+        assert r.status_code == 202, r.text
+        assert r.json() == {"accepted": n, "rejected": []}
+    ids = [e["event_id"] for e in [one, *arr, *obj]]
+    assert count(db, "SELECT count(*) FROM raw.events WHERE event_id = ANY(%s::uuid[])", ids) == 6
+
+
+def test_stored_row_has_envelope_columns_and_original_payload(collector, db):
+    event = page_view(
+        event="page_visit",  # the original spec's name, an alias of page_view
+        timestamp="2024-12-07T13:00:00+03:00",
+        user_id=42,
+        email="  Jane.Doe@Example.COM ",
+        push_token="TOKEN123456",
+        utm_campaign="winter",  # unknown fields are kept
+    )
+    assert collector.post(event).status_code == 202
+    row = db.execute(
+        "SELECT event_type, event_ts, user_id, email, push_token, source, payload, received_at "
+        "FROM raw.events WHERE event_id = %s",
+        (event["event_id"],),
+    ).fetchone()
+    event_type, event_ts, user_id, email, token, source, payload, received_at = row
+    assert event_type == "page_view"
+    assert event_ts == dt.datetime(2024, 12, 7, 10, 0, tzinfo=dt.UTC)
+    assert (user_id, email, token) == ("42", "jane.doe@example.com", "TOKEN123456")
+    assert source.startswith("http:test-")
+    assert payload == event  # the original, as sent
+    assert abs(received_at - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+
+
+def test_partial_batch_stores_valid_events_and_records_rejected_ones(collector, db):
+    good = batch(2)
+    bad_type = page_view(page_url=12345)
+    unknown = page_view(event="teleport")
+    bad_ts = page_view(timestamp="yesterday at noon")
+    no_ids = page_view()
+    del no_ids["client_id"]
+    body = [good[0], bad_type, unknown, good[1], bad_ts, no_ids, "not an object"]
+    r = collector.post(body)
+    assert r.status_code == 202
+    result = r.json()
+    assert result["accepted"] == 2
+    rejected = {x["index"]: " ".join(x["errors"]) for x in result["rejected"]}
+    assert sorted(rejected) == [1, 2, 4, 5, 6]
+    assert "page_url" in rejected[1]
+    assert "teleport" in rejected[2]
+    assert "timestamp" in rejected[4]
+    assert "client_id" in rejected[5]
+    stored = db.execute(
+        "SELECT batch_index, errors, payload FROM raw.rejected_events "
+        "WHERE source = %s ORDER BY batch_index",
+        (f"http:{_key_name(db, collector.write_key)}",),
+    ).fetchall()
+    assert [s[0] for s in stored] == [1, 2, 4, 5, 6]
+    assert stored[1][2] == unknown and stored[4][2] == "not an object"
+    assert all(s[1] for s in stored)
+    ids = [good[0]["event_id"], good[1]["event_id"]]
+    assert count(db, "SELECT count(*) FROM raw.events WHERE event_id = ANY(%s::uuid[])", ids) == 2
+
+
+def _key_name(db: psycopg.Connection, key: str) -> str:
+    return db.execute(
+        "SELECT name FROM ops.write_keys WHERE key_hash = %s", (keys.hash_key(key),)
+    ).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\x00\xff\xfe junk", "JSON"),
+        (b'{"batch": [', "JSON"),
+        (b"42", ""),
+        (b"[]", ""),
+        (b'{"batch": "nope"}', "batch"),
+    ],
+)
+def test_bodies_that_are_not_events_get_400(collector, body, message):
+    r = httpx.post(f"{collector.url}/v1/events", content=body,
+                   headers={"X-Write-Key": collector.write_key})
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+
+
+def test_missing_unknown_and_revoked_keys_get_401(collector, database_url):
+    url = f"{collector.url}/v1/events"
+    assert httpx.post(url, json=page_view()).status_code == 401
+    r = httpx.post(url, json=page_view(), headers={"X-Write-Key": "wk_nonsense"})
+    assert r.status_code == 401 and "unknown" in r.json()["error"]
+    name = f"revoked-{uuid.uuid4().hex[:6]}"
+    revoked = keys.create(database_url, name)
+    assert keys.revoke(database_url, name)
+    assert httpx.post(url, json=page_view(), headers={"X-Write-Key": revoked}).status_code == 401
+    # The key may also travel in the query string (sendBeacon cannot set headers).
+    r = httpx.post(f"{url}?write_key={collector.write_key}", content=orjson.dumps(page_view()),
+                   headers={"Content-Type": "text/plain"})
+    assert r.status_code == 202
+
+
+def test_size_limit_gzip_and_gzip_bomb(collector, db):
+    key = {"X-Write-Key": collector.write_key}
+    url = f"{collector.url}/v1/events"
+    big = orjson.dumps(batch(1, page_url="https://shop.example/" + "x" * 1_100_000))
+    r = httpx.post(url, content=big, headers=key)
+    assert r.status_code == 413
+    events = batch(50)
+    r = httpx.post(url, content=gzip.compress(orjson.dumps(events)),
+                   headers={**key, "Content-Encoding": "gzip"})
+    assert r.status_code == 202 and r.json()["accepted"] == 50
+    # 100 MB of zeros compresses to ~100 KB: it must be refused without inflating it all.
+    bomb = gzip.compress(b"[" + b" " * 100_000_000 + b"]", compresslevel=9)
+    assert len(bomb) < 1_000_000
+    r = httpx.post(url, content=bomb, headers={**key, "Content-Encoding": "gzip"})
+    assert r.status_code == 413
+    r = httpx.post(url, content=b"not gzip at all", headers={**key, "Content-Encoding": "gzip"})
+    assert r.status_code == 400
+
+
+def test_retried_events_are_stored_once(collector_factory, db):
+    c = collector_factory()
+    events = batch(5)
+    for _ in range(3):
+        assert c.post(events).json()["accepted"] == 5
+    # Twice in one batch, and once more after a restart of the collector.
+    assert c.post([events[0], events[0]]).status_code == 202
+    c.stop()
+    c.start()
+    assert c.post(events[:2]).status_code == 202
+    ids = [e["event_id"] for e in events]
+    assert count(db, "SELECT count(*) FROM raw.events WHERE event_id = ANY(%s::uuid[])", ids) == 5
+
+
+def test_events_without_an_id_get_a_stable_one(collector, db):
+    event = page_view()
+    del event["event_id"]
+    assert collector.post(event).status_code == 202
+    assert collector.post(event).status_code == 202  # same content: the same derived id
+    rows = db.execute(
+        "SELECT event_id FROM raw.events WHERE client_id = %s", (event["client_id"],)
+    ).fetchall()
+    assert len(rows) == 1 and isinstance(rows[0][0], uuid.UUID)
+
+
+def test_late_and_future_events_get_partitions_on_demand(collector, db):
+    old = page_view(timestamp="1997-03-14T09:30:00Z")
+    future = page_view(timestamp=now_iso(dt.timedelta(days=200)))
+    r = collector.post([old, future])
+    assert r.json() == {"accepted": 2, "rejected": []}
+    parts = {p for (p,) in db.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'raw.events'::regclass")}
+    future_day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=200)).strftime("%Y%m%d")
+    assert "events_19970314" in parts and f"events_{future_day}" in parts
+
+
+def test_cors_per_write_key(collector_factory):
+    c = collector_factory(allowed_origins=["https://shop.example"])
+    url = f"{c.url}/v1/events?write_key={c.write_key}"
+    pre = httpx.options(url, headers={"Origin": "https://shop.example",
+                                      "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 204
+    assert pre.headers["access-control-allow-origin"] == "https://shop.example"
+    assert httpx.options(url, headers={"Origin": "https://evil.example"}).status_code == 403
+    ok = httpx.post(url, content=orjson.dumps(page_view()),
+                    headers={"Origin": "https://shop.example", "Content-Type": "text/plain"})
+    assert ok.status_code == 202
+    assert ok.headers["access-control-allow-origin"] == "https://shop.example"
+    denied = httpx.post(url, content=orjson.dumps(page_view()),
+                        headers={"Origin": "https://evil.example"})
+    assert denied.status_code == 403
+
+
+def test_health_metrics_tracker_and_openapi(collector):
+    assert httpx.get(f"{collector.url}/healthz").json()["database"] == "reachable"
+    collector.post(batch(3))
+    collector.post([page_view(event="teleport")])
+    text = httpx.get(f"{collector.url}/metrics").text
+    assert "crm_events_accepted_total" in text and "crm_events_rejected_total" in text
+    assert "crm_flush_seconds_bucket" in text and "crm_flush_events_count" in text
+    js = httpx.get(f"{collector.url}/v1/tracker.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    assert 0 < len(js.content) < 5_000
+    doc = httpx.get(f"{collector.url}/openapi.json").json()
+    assert "/v1/events" in doc["paths"]
