@@ -149,12 +149,15 @@ def ingest(
 
 @app.command()
 def demo(
-    events: int = typer.Option(5_000, help="How many events to send through HTTP."),
+    visitors: int = typer.Option(2_000, help="Simulated visitors."),
+    days: int = typer.Option(14, help="Simulated days of traffic."),
+    seed: int = typer.Option(7, help="Random seed (same seed, same traffic)."),
 ) -> None:
-    """Start the database and the collector, send a realistic batch of events, show what landed."""
+    """Start the database and a collector, post simulated shop traffic over HTTP, show what
+    landed."""
     from crm.demo import run_demo
 
-    run_demo(_migrated_url(), events)
+    run_demo(_migrated_url(), visitors, days, seed)
 
 
 def main() -> None:

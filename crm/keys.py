@@ -27,11 +27,18 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create(database_url: str, name: str, origins: list[str] | None = None) -> str:
-    """Create a key and return it in clear (the only time it is seen)."""
+def create(
+    database_url: str, name: str, origins: list[str] | None = None, *, replace: bool = False
+) -> str:
+    """Create a key and return it in clear (the only time it is seen).
+
+    `replace` deletes an existing key of that name first (the demo re-creates its own key).
+    """
     key = KEY_PREFIX + secrets.token_urlsafe(24)
     clean = sorted({o.rstrip("/") for o in origins or []})
     with psycopg.connect(database_url) as conn:
+        if replace:
+            conn.execute("DELETE FROM ops.write_keys WHERE name = %s", (name,))
         try:
             conn.execute(
                 "INSERT INTO ops.write_keys (name, key_hash, key_prefix, allowed_origins) "
