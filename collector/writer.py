@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -84,6 +85,10 @@ class EventWriter:
             await storage.prepare(self._conn)
             await storage.load_partitions(self._conn, self._partitions)
             await self._conn.commit()
+            # Keep a week of partitions ahead of a long-running collector.
+            today = dt.datetime.now(dt.UTC).date()
+            ahead = {today + dt.timedelta(days=d) for d in range(-1, 8)}
+            await storage.ensure_partitions(self._conn, self._partitions, ahead)
         return self._conn
 
     def _take(self) -> list[_Pending]:
