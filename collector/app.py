@@ -120,7 +120,12 @@ class KeyStore:
 
 
 def _cors_headers(origin: str) -> dict[str, str]:
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    # Retry-After must be exposed, or the tracker cannot honour it on a 503.
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": "Retry-After",
+        "Vary": "Origin",
+    }
 
 
 def create_app(config: CollectorConfig) -> Starlette:
