@@ -166,20 +166,31 @@ def _parse_timestamp(value: Any, info: ValidationInfo) -> datetime:
         if len(value) < 11:  # a bare date has no time of day: a client bug, not an event time
             raise ValueError(value)
         ts = datetime.fromisoformat(value)
-        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: year 1 / 9999 shifted by an offset
+    except ValueError:
         raise PydanticCustomError("timestamp_parsing", "not an ISO 8601 date-time") from None
+    try:
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 shifted out of range by its offset
+        raise _too_early() if ts.year < 1970 else _too_late() from None
     if ts < EPOCH:
-        raise PydanticCustomError("timestamp_range", "before 1970-01-01T00:00:00Z")
+        raise _too_early()
     ctx = info.context
     latest = ctx.get(_LATEST) if isinstance(ctx, dict) else None
     if latest is None:
         latest = datetime.now(UTC) + MAX_FUTURE
     if ts > latest:
-        raise PydanticCustomError(
-            "timestamp_range", "more than 365 days after the time the event was received"
-        )
+        raise _too_late()
     return ts
+
+
+def _too_early() -> PydanticCustomError:
+    return PydanticCustomError("timestamp_range", "before 1970-01-01T00:00:00Z")
+
+
+def _too_late() -> PydanticCustomError:
+    return PydanticCustomError(
+        "timestamp_range", "more than 365 days after the time the event was received"
+    )
 
 
 Timestamp = Annotated[

@@ -179,8 +179,9 @@ def validate_events(items: list[Any], received_at: datetime) -> tuple[list[Event
     """Validate each item independently: valid ones become `Event`s, the others `Rejection`s.
 
     `received_at` bounds `timestamp` (at most 365 days after it). Fast path: the whole list in
-    one pydantic-core call; only when some item fails is the batch redone item by item, so one
-    bad event never costs the others.
+    one pydantic-core call; when some items fail, the others are validated again without them,
+    so one bad event never costs the others. Items are expected to be JSON values (as from
+    `parse_body` / orjson); an object JSON cannot carry is rejected, not raised.
     """
     if not isinstance(items, list):
         items = list(items)
@@ -188,15 +189,22 @@ def validate_events(items: list[Any], received_at: datetime) -> tuple[list[Event
     try:
         models: list[Any] = _MANY.validate_python(items, context=context)
     except ValidationError as exc:
+        # pydantic gives no partial results: the failing items are known from the errors, the
+        # others are validated again in one call (they passed, so it cannot fail in practice).
         bad = _messages(exc, items, in_list=True)
+        good = [i for i in range(len(items)) if i not in bad]
         models = [None] * len(items)
-        for i, item in enumerate(items):
-            if i not in bad:
-                # Revalidated alone: cheap, and never trusts a partial result of the batch call.
+        try:
+            for i, model in zip(
+                good, _MANY.validate_python([items[i] for i in good], context=context), strict=True
+            ):
+                models[i] = model
+        except ValidationError:  # never trust a surprise: settle it item by item
+            for i in good:
                 try:
-                    models[i] = _ONE.validate_python(item, context=context)
+                    models[i] = _ONE.validate_python(items[i], context=context)
                 except ValidationError as exc_one:
-                    bad[i] = _messages(exc_one, item, in_list=False)[0]
+                    bad[i] = _messages(exc_one, items[i], in_list=False)[0]
         return _build(items, models, bad)
     return _build(items, models, {})
 
