@@ -8,11 +8,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from crm.importers.cli import import_app
+from simulator.cli import simulate
+
 app = typer.Typer(help="Customer-data and CRM pipeline for online shops.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL database (embedded by default).", no_args_is_help=True)
 keys_app = typer.Typer(help="Write keys for the collector.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(import_app, name="import")
+app.command("simulate")(simulate)
 console = Console(stderr=True)
 
 

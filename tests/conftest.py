@@ -3,11 +3,14 @@ project's migrations applied, and real collector processes talking to it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,11 +30,16 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    # Not under pytest's basetemp: pytest resets that folder to mode 0700 at every session
+    # start, which would lock out the server's own system user when run as root.
+    folder = Path(tempfile.mkdtemp(prefix="crm-test-pg-"))
+    server = EmbeddedPostgres(folder / "pgdata")
     server.start()
     yield server
-    server.stop(mode="immediate")
+    with contextlib.suppress(Exception):
+        server.stop(mode="immediate")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

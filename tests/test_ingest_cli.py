@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -76,12 +78,13 @@ def test_keys_create_list_revoke(database_url):
     assert crm("keys", "revoke", "shop-web", env=env).returncode == 1
 
 
-def test_embedded_database_up_url_migrate_down(tmp_path):
-    env = {"CRM_STATE_DIR": str(tmp_path / "state"), "CRM_DATABASE_URL": ""}
+def test_embedded_database_up_url_migrate_down():
+    state = Path(tempfile.mkdtemp(prefix="crm-test-state-"))  # see the `postgres` fixture
+    env = {"CRM_STATE_DIR": str(state), "CRM_DATABASE_URL": ""}
     up = crm("db", "up", env=env)
     assert up.returncode == 0, up.stderr.decode()
     url = crm("db", "url", env=env).stdout.decode().strip().splitlines()[-1]
-    assert url.startswith("postgresql://") and str(tmp_path) in url
+    assert url.startswith("postgresql://") and str(state) in url
     with psycopg.connect(url) as conn:
         versions = [v for (v,) in conn.execute("SELECT version FROM ops.schema_migrations")]
     assert versions == sorted(versions) and versions[0].startswith("001")
@@ -90,3 +93,4 @@ def test_embedded_database_up_url_migrate_down(tmp_path):
     assert crm("db", "up", env=env).stdout.decode().strip() == url  # reuses the running server
     assert "stopped" in crm("db", "down", env=env).stderr.decode()
     assert "not running" in crm("db", "down", env=env).stderr.decode()
+    shutil.rmtree(state, ignore_errors=True)
