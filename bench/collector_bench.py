@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=300_000, help="events for (a) and (c)")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--single-requests", type=int, default=20_000)
-    ap.add_argument("--workers", type=int, default=1, help="collector processes")
+    ap.add_argument("--collector-args", nargs="*", default=[], help="extra `crm collector` options")
     args = ap.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="crm-bench-"))
@@ -188,7 +188,8 @@ def main() -> None:
     port = 18080
     env = {**os.environ, "CRM_DATABASE_URL": url}
     collector = subprocess.Popen(
-        [sys.executable, "-m", "crm", "collector", "--port", str(port)], env=env, cwd=ROOT
+        [sys.executable, "-m", "crm", "collector", "--port", str(port), *args.collector_args],
+        env=env, cwd=ROOT,
     )
     try:
         for _ in range(100):

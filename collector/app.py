@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import psycopg
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -218,6 +221,10 @@ def create_app(config: CollectorConfig) -> Starlette:
         return _json({"status": "ok", "database": "reachable"}, 200)
 
     async def metrics_endpoint(request: Request) -> Response:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # several worker processes
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def tracker(request: Request) -> Response:
@@ -262,16 +269,25 @@ def _load_tracker() -> bytes:
         return source.encode()
 
 
-def serve(config: CollectorConfig, host: str, port: int) -> None:
+def app_from_environment() -> Starlette:
+    """App factory for worker processes: the parent passes its config in the environment."""
+    return create_app(CollectorConfig(**orjson.loads(os.environ["CRM_COLLECTOR_CONFIG"])))
+
+
+def serve(config: CollectorConfig, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    uvicorn.run(
-        create_app(config),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
+    options = dict(
+        host=host, port=port, loop="uvloop", http="httptools", access_log=False,
+        log_level="warning", timeout_graceful_shutdown=10,
     )
+    if workers == 1:
+        uvicorn.run(create_app(config), **options)
+        return
+    # Several processes share the port; each has its own group-commit writer. Metrics are
+    # aggregated across them through prometheus_client's multiprocess mode.
+    with tempfile.TemporaryDirectory(prefix="crm-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ["CRM_COLLECTOR_CONFIG"] = orjson.dumps(dataclasses.asdict(config)).decode()
+        uvicorn.run("collector.app:app_from_environment", factory=True, workers=workers,
+                    **options)

@@ -19,4 +19,8 @@ FLUSH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 FLUSH_FAILURES = Counter("crm_flush_failures", "Flushes that failed (database unreachable)")
-DATABASE_UP = Gauge("crm_database_up", "1 when the last flush or health check reached the database")
+DATABASE_UP = Gauge(
+    "crm_database_up",
+    "1 when the last flush or health check reached the database",
+    multiprocess_mode="livemin",  # with several workers: 0 if any of them cannot reach it
+)

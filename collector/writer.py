@@ -33,7 +33,38 @@ class _Pending:
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+class _Lane:
+    """One database connection and the flush running on it."""
+
+    def __init__(self, database_url: str, partitions: storage.PartitionCache) -> None:
+        self.database_url = database_url
+        self.partitions = partitions
+        self.conn: psycopg.AsyncConnection | None = None
+
+    async def connection(self) -> psycopg.AsyncConnection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = await psycopg.AsyncConnection.connect(self.database_url, connect_timeout=3)
+            await storage.prepare(self.conn)
+            await storage.load_partitions(self.conn, self.partitions)
+            await self.conn.commit()
+            # Keep a week of partitions ahead of a long-running collector.
+            today = dt.datetime.now(dt.UTC).date()
+            ahead = {today + dt.timedelta(days=d) for d in range(-1, 8)}
+            await storage.ensure_partitions(self.conn, self.partitions, ahead)
+        return self.conn
+
+    async def drop(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self.conn.close()
+            self.conn = None
+
+
 class EventWriter:
+    """Group commit over `lanes` connections: while one flush waits on PostgreSQL, the next
+    is already being formatted and sent on another, so neither the collector nor the
+    database sits idle waiting for the other."""
+
     def __init__(
         self,
         database_url: str,
@@ -41,15 +72,19 @@ class EventWriter:
         max_wait: float = 0.002,
         max_events: int = 20_000,
         retry_after: float = 1.0,
+        lanes: int = 2,
     ) -> None:
-        self.database_url = database_url
         self.max_wait = max_wait
         self.max_events = max_events
         self.retry_after = retry_after
         self._queue: deque[_Pending] = deque()
         self._wake = asyncio.Event()
-        self._conn: psycopg.AsyncConnection | None = None
-        self._partitions = storage.PartitionCache()
+        partitions = storage.PartitionCache()
+        self._lanes = [_Lane(database_url, partitions) for _ in range(lanes)]
+        self._free: asyncio.Queue[_Lane] = asyncio.Queue()
+        for lane in self._lanes:
+            self._free.put_nowait(lane)
+        self._flushes: set[asyncio.Task] = set()
         self._down_until = 0.0
         self._task: asyncio.Task | None = None
 
@@ -59,14 +94,14 @@ class EventWriter:
     async def close(self) -> None:
         """Flush what is queued, then stop."""
         if self._task is not None:
-            while self._queue:
+            while self._queue or self._flushes:
                 self._wake.set()
                 await asyncio.sleep(0.005)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._conn is not None:
-            await self._conn.close()
+        for lane in self._lanes:
+            await lane.drop()
 
     async def submit(self, sub: Submission) -> None:
         """Return once `sub` is committed; raise DatabaseUnavailable if it could not be."""
@@ -76,20 +111,6 @@ class EventWriter:
         self._queue.append(pending)
         self._wake.set()
         await pending.done
-
-    async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self.database_url, connect_timeout=3
-            )
-            await storage.prepare(self._conn)
-            await storage.load_partitions(self._conn, self._partitions)
-            await self._conn.commit()
-            # Keep a week of partitions ahead of a long-running collector.
-            today = dt.datetime.now(dt.UTC).date()
-            ahead = {today + dt.timedelta(days=d) for d in range(-1, 8)}
-            await storage.ensure_partitions(self._conn, self._partitions, ahead)
-        return self._conn
 
     def _take(self) -> list[_Pending]:
         taken, n = [], 0
@@ -106,19 +127,33 @@ class EventWriter:
                 await asyncio.sleep(self.max_wait)
             self._wake.clear()
             while self._queue:
-                await self._flush(self._take())
+                # Waiting for a free lane lets more requests join the next flush.
+                lane = await self._free.get()
+                batch = self._take()
+                if not batch:
+                    self._free.put_nowait(lane)
+                    break
+                task = asyncio.create_task(self._flush(lane, batch))
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
 
-    async def _flush(self, batch: list[_Pending]) -> None:
+    async def _flush(self, lane: _Lane, batch: list[_Pending]) -> None:
+        try:
+            await self._write(lane, batch)
+        finally:
+            self._free.put_nowait(lane)
+
+    async def _write(self, lane: _Lane, batch: list[_Pending]) -> None:
         subs = [p.sub for p in batch]
         started = time.perf_counter()
         try:
-            conn = await self._connection()
-            await storage.ensure_partitions(conn, self._partitions, storage.event_days(subs))
+            conn = await lane.connection()
+            await storage.ensure_partitions(conn, lane.partitions, storage.event_days(subs))
             await storage.write(conn, subs)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # Connection lost or refused: whether the commit happened is unknown, so the
             # clients retry and the primary key makes the retry harmless.
-            await self._drop_connection()
+            await lane.drop()
             self._down_until = time.monotonic() + self.retry_after
             metrics.FLUSH_FAILURES.inc()
             metrics.DATABASE_UP.set(0)
@@ -127,7 +162,7 @@ class EventWriter:
                     p.done.set_exception(DatabaseUnavailable(str(exc).strip() or "unreachable"))
             return
         except Exception as exc:  # a bug or a constraint we did not expect: fail these requests
-            await self._drop_connection()
+            await lane.drop()
             for p in batch:
                 if not p.done.done():
                     p.done.set_exception(exc)
@@ -139,9 +174,3 @@ class EventWriter:
         for p in batch:
             if not p.done.done():
                 p.done.set_result(None)
-
-    async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None

@@ -206,3 +206,22 @@ def test_health_metrics_tracker_and_openapi(collector):
     assert 0 < len(js.content) < 5_000
     doc = httpx.get(f"{collector.url}/openapi.json").json()
     assert "/v1/events" in doc["paths"]
+
+
+def test_several_worker_processes_share_the_port_and_the_metrics(collector_factory, db):
+    c = collector_factory(extra_args=["--workers", "2"])
+    events = batch(60)
+    with httpx.Client(headers={"X-Write-Key": c.write_key}) as http:
+        for i in range(0, 60, 3):  # new connections, spread over both workers by the kernel
+            r = http.post(f"{c.url}/v1/events", json=events[i : i + 3],
+                          headers={"Connection": "close"})
+            assert r.status_code == 202
+    ids = [e["event_id"] for e in events]
+    assert count(db, "SELECT count(*) FROM raw.events WHERE event_id = ANY(%s::uuid[])", ids) == 60
+    text = httpx.get(f"{c.url}/metrics").text
+    accepted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("crm_events_accepted_total{")
+    )
+    assert accepted == 60  # summed over both processes, whichever one answered the scrape
