@@ -51,19 +51,6 @@ def _rejection_row(r: Rejection, s: Submission) -> tuple:
     return (s.received_at, s.source, r.index, r.errors, payload, raw_text)
 
 
-def _unique_rows(subs: Iterable[Submission]) -> list[tuple]:
-    """Rows for COPY with in-flush duplicates (same id and time) removed."""
-    seen: set[tuple] = set()
-    rows: list[tuple] = []
-    for s in subs:
-        for e in s.events:
-            key = (e.event_id, e.event_ts)
-            if key not in seen:
-                seen.add(key)
-                rows.append(_event_row(e, s))
-    return rows
-
-
 def event_days(subs: Iterable[Submission]) -> set[dt.date]:
     return {e.event_ts.date() for s in subs for e in s.events}
 
@@ -126,7 +113,9 @@ async def write(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> in
 
     The caller owns the connection and commits nothing itself: this function commits.
     """
-    rows = _unique_rows(subs)
+    # Duplicates inside one flush need no special care: the COPY fails on them and the
+    # fallback's ON CONFLICT DO NOTHING keeps the first.
+    rows = [_event_row(e, s) for s in subs for e in s.events]
     rejects = [_rejection_row(r, s) for s in subs for r in s.rejections]
     async with conn.transaction():
         if rows:

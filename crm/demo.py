@@ -33,11 +33,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_collector(database_url: str, port: int) -> Iterator[str]:
+def running_collector(database_url: str, port: int, *options: str) -> Iterator[str]:
     """A collector subprocess for the duration of the block; yields its base URL."""
     env = {**os.environ, "CRM_DATABASE_URL": database_url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crm", "collector", "--port", str(port)],
+        [sys.executable, "-m", "crm", "collector", "--port", str(port), *options],
         env=env, cwd=PROJECT_ROOT,
     )
     url = f"http://127.0.0.1:{port}"
