@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crm.importers.cli import import_app
+from crm.transform import transform_command
 from simulator.cli import simulate
 
 app = typer.Typer(help="Customer-data and CRM pipeline for online shops.", no_args_is_help=True)
@@ -18,6 +19,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(import_app, name="import")
 app.command("simulate")(simulate)
+app.command("transform")(transform_command)
 console = Console(stderr=True)
 
 

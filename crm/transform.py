@@ -123,9 +123,14 @@ def transform_command(
     """Run the dbt project: staging, identity graph and the CRM tables, with their tests."""
     from rich.console import Console
 
+    from crm.db.migrate import migrate
+    from crm.settings import database_url
+
     console = Console(stderr=True)
+    url = database_url()
+    migrate(url)  # raw.events must exist before dbt reads it
     try:
-        result = transform(full_refresh=full_refresh)
+        result = transform(full_refresh=full_refresh, database_url=url)
     except TransformError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None

@@ -1,0 +1,408 @@
+"""Identity resolution end to end: events go in through the collector's ingest path, `dbt build`
+runs for real on PostgreSQL, and the CRM tables (crm.users, crm.client_ids, crm.push_tokens,
+crm.public_devices, crm.user_id_history) are checked scenario by scenario."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from collector.ingest import ingest_items
+from crm.transform import TransformError, transform
+
+pytestmark = pytest.mark.slow
+
+SCHEMAS = ("staging", "intermediate", "crm")
+
+
+def person_id(anchor: str) -> str:
+    """The id the models derive: md5 of the anchor, as a UUID."""
+    return str(uuid.UUID(hashlib.md5(anchor.encode()).hexdigest()))
+
+
+def ev(event: str, ts: str, **fields: Any) -> dict[str, Any]:
+    """An event; `ts` is 'DD HH:MM' in September 2026. The event_id is fixed by content."""
+    day, hm = ts.split()
+    body = {"event": event, "timestamp": f"2026-09-{int(day):02d}T{hm}:00Z", **fields}
+    if event == "page_view":
+        body.setdefault("page_url", "https://shop.example/")
+    if event == "user_login":
+        body.setdefault("auth_status", 1)
+    body.setdefault("device_type", "web")
+    return body
+
+
+class Identity:
+    """A clean database for one scenario, with helpers to feed events and read the marts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def ingest(self, events: list[dict[str, Any]]) -> None:
+        summary = ingest_items(events, database_url=self.url, source="ingest:test",
+                               progress=False)
+        assert summary.rejected == 0, [r.errors for r in summary.examples]
+
+    def transform(self, full_refresh: bool = False) -> None:
+        transform(full_refresh=full_refresh, database_url=self.url)
+
+    def rows(self, sql: str, *params: Any) -> list[tuple]:
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, *params: Any) -> Any:
+        return self.rows(sql, *params)[0][0]
+
+    def person_of(self, client_id: str) -> set[str]:
+        return {str(r[0]) for r in self.rows(
+            "select user_id from crm.client_ids where client_id = %s", client_id)}
+
+    def event_person(self, **payload_match: Any) -> list[str]:
+        """user_id of events whose payload contains the given fields."""
+        return [str(r[0]) for r in self.rows(
+            "select p.user_id from intermediate.int_event_person p "
+            "join staging.stg_events e using (event_id) where e.payload @> %s::jsonb "
+            "order by e.event_ts", orjson.dumps(payload_match).decode())]
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        """Every identity table, ordered, for equality checks."""
+        tables = {
+            "users": "select * from crm.users order by user_id",
+            "client_ids": "select * from crm.client_ids order by id",
+            "push_tokens": "select * from crm.push_tokens order by id",
+            "public_devices": "select * from crm.public_devices order by client_id",
+            "user_id_history": "select * from crm.user_id_history order by old_user_id",
+            "int_event_person": "select * from intermediate.int_event_person order by event_id",
+        }
+        return {name: self.rows(sql) for name, sql in tables.items()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dbt_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Our own target/ and logs/: other runs in the same tree keep their partial-parse cache.
+    base = tmp_path_factory.mktemp("dbt")
+    saved = {k: os.environ.get(k) for k in ("CRM_DBT_TARGET_PATH", "CRM_DBT_LOG_PATH")}
+    os.environ["CRM_DBT_TARGET_PATH"] = str(base / "target")
+    os.environ["CRM_DBT_LOG_PATH"] = str(base / "logs")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def identity(clean_raw: psycopg.Connection, database_url: str) -> Identity:
+    """Empty raw tables and no dbt schemas: each scenario starts from nothing."""
+    for schema in SCHEMAS:
+        clean_raw.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return Identity(database_url)
+
+
+# --------------------------------------------------------------------------- spec scenarios
+
+
+def test_scenario_1_new_visitor_is_an_unauthorised_user_with_a_client_id(identity: Identity):
+    identity.ingest([ev("page_view", "01 10:00", client_id="CID-1"),
+                     ev("product_view", "01 10:01", client_id="CID-1", product_id="SKU-1",
+                        price=10)])
+    identity.transform()
+
+    users = identity.rows("select user_id, external_user_id, auth_status, created_at, "
+                          "updated_at from crm.users")
+    assert len(users) == 1
+    user_id, external, auth, created, updated = users[0]
+    assert str(user_id) == person_id("client_id:CID-1")
+    assert external is None and auth is False
+    assert created.isoformat().startswith("2026-09-01T10:00") and updated >= created
+    assert identity.rows("select client_id, device_type from crm.client_ids "
+                         "where user_id = %s", user_id) == [("CID-1", "web")]
+
+
+def test_scenario_2_login_by_email_authorises_the_same_person(identity: Identity):
+    identity.ingest([ev("page_view", "01 10:00", client_id="CID-1"),
+                     ev("page_view", "01 10:05", client_id="CID-1")])
+    identity.transform()
+    anonymous = person_id("client_id:CID-1")
+    assert identity.scalar("select auth_status from crm.users where user_id = %s",
+                           anonymous) is False
+
+    identity.ingest([ev("user_login", "01 10:10", client_id="CID-1", user_id="U-1",
+                        email=" Anna@Mail.RU "),
+                     ev("page_view", "01 10:11", client_id="CID-1", user_id="U-1")])
+    identity.transform()
+
+    known = person_id("account:U-1")
+    assert identity.rows("select user_id, external_user_id, email, auth_status "
+                         "from crm.users") == [(uuid.UUID(known), "U-1", "anna@mail.ru", True)]
+    # the old ClientID now belongs to the authorised user, with its anonymous past
+    assert identity.person_of("CID-1") == {known}
+    assert set(identity.event_person(client_id="CID-1")) == {known}
+    assert identity.rows("select old_user_id::text, new_user_id::text, reason "
+                         "from crm.user_id_history") == [(anonymous, known, "device_logged_in")]
+
+
+def test_login_by_email_without_account_id_is_authorised(identity: Identity):
+    identity.ingest([ev("page_view", "01 10:00", client_id="CID-1"),
+                     ev("user_login", "01 10:10", client_id="CID-1", email="anna@mail.ru")])
+    identity.transform()
+    assert identity.rows("select email, auth_status from crm.users") == [("anna@mail.ru", True)]
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_one_account_on_several_devices_chain_and_fan_in(identity: Identity):
+    identity.ingest([
+        # fan-in: the account logs in on a laptop and a phone
+        ev("page_view", "01 09:00", client_id="laptop"),
+        ev("user_login", "01 09:01", client_id="laptop", user_id="U-1", email="a@x.ru"),
+        ev("user_login", "02 09:00", client_id="phone", user_id="U-1", device_type="ios"),
+        # chain: a tablet never logs in but checks out as a guest with the account's e-mail;
+        # an old browser shares only a guest phone with the tablet
+        ev("page_view", "03 09:00", client_id="tablet"),
+        ev("order_complete", "03 09:05", client_id="tablet", email="a@x.ru",
+           phone="+79161234567", order_id="O-1",
+           order_items=[{"product_id": "SKU-1", "quantity": 1, "price": 10}]),
+        ev("page_view", "04 09:00", client_id="old-browser"),
+        ev("order_complete", "04 09:05", client_id="old-browser", phone="89161234567",
+           order_id="O-2", order_items=[{"product_id": "SKU-2", "quantity": 1, "price": 5}]),
+        # someone else entirely
+        ev("page_view", "04 10:00", client_id="stranger"),
+    ])
+    identity.transform()
+    known = person_id("account:U-1")
+    for device in ("laptop", "phone", "tablet", "old-browser"):
+        assert identity.person_of(device) == {known}, device
+    assert identity.person_of("stranger") == {person_id("client_id:stranger")}
+    assert identity.scalar("select count(*) from crm.users") == 2
+    assert identity.scalar("select phone from crm.users where user_id = %s",
+                           known) == "79161234567"
+    history = dict(identity.rows("select old_user_id::text, new_user_id::text "
+                                 "from crm.user_id_history"))
+    assert history[person_id("client_id:laptop")] == known
+    assert history[person_id("client_id:tablet")] == known
+
+
+def test_family_device_events_go_to_who_is_logged_in(identity: Identity):
+    identity.ingest([
+        ev("page_view", "01 08:00", client_id="family", step=1),  # before any login
+        ev("user_login", "01 09:00", client_id="family", user_id="MUM", email="mum@x.ru"),
+        ev("page_view", "01 09:30", client_id="family", step=2),
+        ev("user_logout", "01 10:00", client_id="family", user_id="MUM"),
+        ev("user_login", "02 20:00", client_id="family", user_id="DAD", email="dad@x.ru"),
+        ev("page_view", "02 20:30", client_id="family", step=3),
+        # each also has an own phone
+        ev("user_login", "03 09:00", client_id="mum-phone", user_id="MUM", device_type="ios"),
+        ev("user_login", "03 09:00", client_id="dad-phone", user_id="DAD",
+           device_type="android"),
+    ])
+    identity.transform()
+    mum, dad = person_id("account:MUM"), person_id("account:DAD")
+    assert identity.scalar("select count(*) from crm.users") == 2  # never merged
+    assert identity.event_person(step=1) == [mum]  # anonymous before the first login
+    assert identity.event_person(step=2) == [mum]
+    assert identity.event_person(step=3) == [dad]
+    assert identity.person_of("family") == {mum, dad}
+    assert identity.rows("select bool_and(is_shared) from crm.client_ids "
+                         "where client_id = 'family'") == [(True,)]
+    assert identity.person_of("mum-phone") == {mum}
+    assert identity.person_of("dad-phone") == {dad}
+    assert identity.scalar("select count(*) from crm.public_devices") == 0
+
+
+def test_kiosk_is_a_public_device_that_links_nothing(identity: Identity):
+    events = []
+    for n in range(6):  # more than max_accounts_per_device (5)
+        events += [
+            ev("user_login", f"0{n + 1} 12:00", client_id="kiosk", user_id=f"K-{n}"),
+            ev("user_logout", f"0{n + 1} 12:10", client_id="kiosk", user_id=f"K-{n}"),
+            ev("page_view", f"0{n + 1} 12:20", client_id="kiosk"),
+            ev("page_view", f"0{n + 1} 18:00", client_id=f"home-{n}"),
+            ev("user_login", f"0{n + 1} 18:01", client_id=f"home-{n}", user_id=f"K-{n}"),
+        ]
+    identity.ingest(events)
+    identity.transform()
+    kiosk_visitor = person_id("client_id:kiosk")
+    assert identity.rows("select client_id, n_accounts, user_id::text "
+                         "from crm.public_devices") == [("kiosk", 6, kiosk_visitor)]
+    assert identity.scalar("select count(*) from crm.users where auth_status") == 6
+    for n in range(6):
+        assert identity.person_of(f"home-{n}") == {person_id(f"account:K-{n}")}
+    # the kiosk is nobody's device; its anonymous events are its own anonymous visitor's
+    assert identity.person_of("kiosk") == {kiosk_visitor}
+    assert set(identity.event_person(client_id="kiosk", event="page_view")) == {kiosk_visitor}
+    assert identity.scalar("select auth_status from crm.users where user_id = %s",
+                           kiosk_visitor) is False
+
+
+def test_accounts_sharing_an_email_or_phone_are_not_merged(identity: Identity):
+    identity.ingest([
+        ev("user_login", "01 10:00", client_id="c1", user_id="A", email="family@x.ru",
+           phone="79160000001"),
+        ev("user_login", "02 10:00", client_id="c2", user_id="B", email="family@x.ru",
+           phone="79160000001"),
+        # a guest device using the shared e-mail must not glue them either
+        ev("order_complete", "03 10:00", client_id="c3", email="family@x.ru", order_id="O",
+           order_items=[{"product_id": "SKU-1", "quantity": 1, "price": 1}]),
+    ])
+    identity.transform()
+    assert identity.scalar("select count(*) from crm.users where auth_status") == 2
+    assert identity.person_of("c1") == {person_id("account:A")}
+    assert identity.person_of("c2") == {person_id("account:B")}
+    assert identity.person_of("c3") == {person_id("client_id:c3")}
+
+
+def test_junk_identifiers_are_treated_as_absent(identity: Identity):
+    junk = ["undefined", "null", "0", "00000000-0000-0000-0000-000000000000", "Anonymous",
+            " guest ", "[object Object]", "NaN"]
+    events = []
+    for n, value in enumerate(junk):
+        events += [ev("page_view", f"0{n % 9 + 1} 10:00", client_id=value, user_id=f"U-{n}"),
+                   ev("page_view", f"0{n % 9 + 1} 11:00", client_id=value)]
+    events.append(ev("page_view", "09 10:00", client_id="real", user_id="undefined"))
+    identity.ingest(events)
+    identity.transform()
+    # every account stays its own person although they all "shared" a junk ClientID
+    assert identity.scalar("select count(*) from crm.users where auth_status") == len(junk)
+    assert identity.rows("select client_id from crm.client_ids") == [("real",)]
+    assert identity.rows("select count(*) from staging.stg_events where client_id is not null "
+                         "or user_id = 'undefined'") == [(1,)]
+    assert identity.scalar("select count(*) from intermediate.int_event_person "
+                           "where resolved_by = 'unidentified'") == len(junk)
+    assert identity.scalar("select count(*) from crm.public_devices") == 0
+
+
+def test_email_and_phone_are_normalised_before_matching(identity: Identity):
+    identity.ingest([
+        ev("order_complete", "01 10:00", client_id="c1", email="  Anna.Petrova@Mail.RU ",
+           order_id="O-1", order_items=[{"product_id": "SKU-1", "quantity": 1, "price": 1}]),
+        ev("order_complete", "02 10:00", client_id="c2", email="anna.petrova@mail.ru",
+           phone="+7 (916) 123-45-67", order_id="O-2",
+           order_items=[{"product_id": "SKU-1", "quantity": 1, "price": 1}]),
+        ev("order_complete", "03 10:00", client_id="c3", phone="8 916 123 45 67",
+           order_id="O-3", order_items=[{"product_id": "SKU-1", "quantity": 1, "price": 1}]),
+    ])
+    identity.transform()
+    first = person_id("client_id:c1")
+    assert identity.person_of("c1") == identity.person_of("c2") == identity.person_of("c3") \
+        == {first}
+    assert identity.rows("select email, phone, auth_status from crm.users") == [
+        ("anna.petrova@mail.ru", "79161234567", False)]
+
+
+# --------------------------------------------------------------------------- push tokens
+
+
+def test_push_token_that_moves_belongs_to_the_latest_account(identity: Identity):
+    identity.ingest([
+        ev("user_login", "01 10:00", client_id="old-phone", user_id="SELLER",
+           device_type="android", push_token="fcm:TOKEN-1"),
+        ev("push_received", "02 10:00", client_id="old-phone", user_id="SELLER",
+           device_type="android", push_token="fcm:TOKEN-1", notification_type="promo"),
+        # phone sold: same app install, new owner logs in
+        ev("user_login", "10 10:00", client_id="old-phone-reset", user_id="BUYER",
+           device_type="android", push_token="fcm:TOKEN-1"),
+        # the app on another device gets a fresh token later
+        ev("user_login", "01 11:00", client_id="ipad", user_id="SELLER", device_type="mobile",
+           push_token="a" * 64),
+        ev("page_view", "05 11:00", client_id="ipad", user_id="SELLER", device_type="mobile",
+           push_token="b" * 64),
+    ])
+    identity.transform()
+    seller, buyer = person_id("account:SELLER"), person_id("account:BUYER")
+    tokens = {(str(u), t): (dt, valid, reason) for u, t, dt, valid, reason in identity.rows(
+        "select user_id, push_token, device_type, is_valid, invalid_reason "
+        "from crm.push_tokens")}
+    assert tokens == {
+        (seller, "fcm:TOKEN-1"): ("android", False, "moved_to_another_user"),
+        (buyer, "fcm:TOKEN-1"): ("android", True, None),
+        (seller, "a" * 64): ("ios", False, "replaced_on_device"),
+        (seller, "b" * 64): ("ios", True, None),
+    }
+    # the token merged nobody
+    assert identity.scalar("select count(*) from crm.users") == 2
+    assert identity.person_of("old-phone") == {seller}
+    assert identity.person_of("old-phone-reset") == {buyer}
+
+
+# --------------------------------------------------------------------------- late data
+
+
+def test_login_that_arrives_late_links_the_device_on_the_next_run(identity: Identity):
+    identity.ingest([ev("page_view", "01 10:00", client_id="app", device_type="ios"),
+                     ev("page_view", "01 10:30", client_id="app", device_type="ios")])
+    identity.transform()
+    anonymous = person_id("client_id:app")
+    assert identity.person_of("app") == {anonymous}
+
+    # the login happened at 10:10 but the app was offline: it arrives days later
+    identity.ingest([ev("user_login", "01 10:10", client_id="app", user_id="U-9",
+                        device_type="ios")])
+    identity.transform()
+    known = person_id("account:U-9")
+    assert identity.person_of("app") == {known}
+    assert set(identity.event_person(client_id="app")) == {known}
+    assert identity.rows("select old_user_id::text, new_user_id::text "
+                         "from crm.user_id_history") == [(anonymous, known)]
+    incremental = identity.snapshot()
+    identity.transform(full_refresh=True)
+    assert identity.snapshot() == incremental
+
+
+# --------------------------------------------------------------------------- rebuilds
+
+
+def _simulated_events(visitors: int, days: int, seed: int) -> list[dict[str, Any]]:
+    from simulator import SimConfig, simulate
+
+    sim = simulate(SimConfig(visitors=visitors, days=days, seed=seed))
+    return [orjson.loads(line) for line in sim.lines]
+
+
+def _ingest_valid(identity: Identity, events: list[dict[str, Any]]) -> None:
+    # the simulator sends some invalid events on purpose: the collector rejects those
+    ingest_items(events, database_url=identity.url, source="ingest:sim", progress=False)
+
+
+def test_full_refresh_twice_gives_identical_ids(identity: Identity):
+    _ingest_valid(identity, _simulated_events(150, 7, seed=11))
+    identity.transform(full_refresh=True)
+    first = identity.snapshot()
+    assert len(first["users"]) > 100
+    identity.transform(full_refresh=True)
+    assert identity.snapshot() == first
+
+
+def test_incremental_runs_give_the_same_tables_as_one_full_refresh(identity: Identity):
+    events = _simulated_events(150, 7, seed=12)
+    third = len(events) // 3
+    for chunk in (events[:third], events[third:2 * third], events[2 * third:]):
+        _ingest_valid(identity, chunk)
+        identity.transform()
+    incremental = identity.snapshot()
+    assert identity.scalar("select count(*) from crm.user_id_history") > 0
+    identity.transform(full_refresh=True)
+    assert identity.snapshot() == incremental
+
+
+def test_transform_failure_names_the_failed_nodes(identity: Identity, database_url: str):
+    identity.ingest([ev("page_view", "01 10:00", client_id="CID-1")])
+    identity.transform()
+    # break a guarantee behind dbt's back: the next build must fail loudly, naming the test
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for (index,) in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = "
+                                     "'staging' AND tablename = 'stg_events'").fetchall():
+            conn.execute(f'DROP INDEX staging."{index}"')
+        conn.execute("INSERT INTO staging.stg_events SELECT * FROM staging.stg_events")
+    with pytest.raises(TransformError) as err:
+        transform(database_url=database_url)
+    assert any("unique_stg_events_event_id" in n for n in err.value.failed_nodes), err.value
