@@ -87,6 +87,39 @@ def run_demo(database_url: str, visitors: int, days: int, seed: int) -> None:
     )
     show_what_landed(database_url)
 
+    from crm.transform import transform
+
+    console.print("building the identity graph and the CRM tables with dbt (crm transform)...")
+    started = time.perf_counter()
+    transform(database_url=database_url, quiet=True)
+    console.print(f"dbt build done in {time.perf_counter() - started:.1f} s")
+    show_crm_tables(database_url)
+
+
+def show_crm_tables(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        users = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE auth_status), "
+            "count(*) FILTER (WHERE NOT auth_status) FROM crm.users"
+        ).fetchone()
+        devices = conn.execute("SELECT count(*), count(DISTINCT user_id) FROM crm.client_ids")
+        devices = devices.fetchone()
+        tokens = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE is_valid) FROM crm.push_tokens"
+        ).fetchone()
+        public = conn.execute("SELECT count(*) FROM crm.public_devices").fetchone()[0]
+        multi = conn.execute(
+            "SELECT count(*) FROM (SELECT user_id FROM crm.client_ids GROUP BY 1 "
+            "HAVING count(*) > 1) m"
+        ).fetchone()[0]
+    console.print(
+        f"crm.users: {users[0]:,} people ({users[1]:,} authorised, {users[2]:,} anonymous "
+        f"visitors)\ncrm.client_ids: {devices[0]:,} devices of {devices[1]:,} people "
+        f"({multi:,} people seen on more than one device)\n"
+        f"crm.push_tokens: {tokens[0]:,} tokens, {tokens[1]:,} still valid\n"
+        f"crm.public_devices: {public:,} shared public devices (kiosks) linking nobody"
+    )
+
 
 def _stored(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:

@@ -101,9 +101,13 @@ def failed_nodes(result: Any) -> list[str]:
     return out
 
 
-def transform(full_refresh: bool = False, database_url: str | None = None) -> Any:
-    """`dbt build`: seeds, models and tests, in DAG order. Raises TransformError on failure."""
-    args = ["build"] + (["--full-refresh"] if full_refresh else [])
+def transform(
+    full_refresh: bool = False, database_url: str | None = None, quiet: bool = False
+) -> Any:
+    """`dbt build`: seeds, models and tests, in DAG order. Raises TransformError on failure.
+
+    `quiet` keeps dbt to its errors (the demo prints its own summary)."""
+    args = (["--quiet"] if quiet else []) + ["build"] + (["--full-refresh"] if full_refresh else [])
     result = run_dbt(args, database_url)
     failed = failed_nodes(result) if result.result is not None else []
     if not result.success or failed:
