@@ -1,0 +1,372 @@
+"""Sessions, visit / purchase history, products and user features end to end: hand-made
+events go in through the collector's ingest path, `dbt build` runs for real on PostgreSQL, and
+the marts (crm.fct_sessions, crm.visit_history, crm.purchase_history, crm.dim_products,
+crm.user_features) are checked against values worked out by hand. The last tests check that a
+sequence of incremental runs, with late events, gives exactly what one full refresh gives."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from collector.ingest import ingest_items
+from crm.transform import transform
+
+pytestmark = pytest.mark.slow
+
+SCHEMAS = ("staging", "intermediate", "crm")
+# Marts that must not depend on how the data was split between runs (ordered, comparable).
+MARTS = {
+    "fct_sessions": "select * from crm.fct_sessions order by session_id",
+    "sessions_quarantine": "select * from crm.sessions_quarantine order by session_id",
+    "visit_history": "select * from crm.visit_history order by user_id, page_url",
+    "purchase_history": "select * from crm.purchase_history order by order_id",
+    "dim_products": "select * from crm.dim_products order by product_id",
+    "user_features": "select * from crm.user_features order by user_id",
+}
+
+
+def person_id(anchor: str) -> str:
+    """The person id the identity models derive: md5 of the anchor, as a UUID."""
+    return str(uuid.UUID(hashlib.md5(anchor.encode()).hexdigest()))
+
+
+def ev(event: str, ts: str, **fields: Any) -> dict[str, Any]:
+    """An event; `ts` is 'DD HH:MM' or 'DD HH:MM:SS' in September 2026 (UTC)."""
+    day, hms = ts.split()
+    if hms.count(":") == 1:
+        hms += ":00"
+    body = {"event": event, "timestamp": f"2026-09-{int(day):02d}T{hms}Z", **fields}
+    if event == "page_view":
+        body.setdefault("page_url", "https://shop.example/")
+    if event == "user_login":
+        body.setdefault("auth_status", 1)
+    body.setdefault("device_type", "web")
+    return body
+
+
+def order(order_id: str, ts: str, total: float, items: list[tuple[str, int, float]],
+          **fields: Any) -> dict[str, Any]:
+    return ev("order_complete", ts, order_id=order_id, total_price=total,
+              order_items=[{"product_id": p, "quantity": q, "price": pr} for p, q, pr in items],
+              payment_method="card", **fields)
+
+
+class Shop:
+    """A clean database for one scenario, with helpers to feed events and read the marts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def ingest(self, events: list[dict[str, Any]]) -> None:
+        summary = ingest_items(events, database_url=self.url, source="ingest:test",
+                               progress=False)
+        assert summary.rejected == 0, [r.errors for r in summary.examples]
+
+    def transform(self, full_refresh: bool = False) -> None:
+        transform(full_refresh=full_refresh, database_url=self.url)
+
+    def rows(self, sql: str, *params: Any) -> list[tuple]:
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def dicts(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        with psycopg.connect(self.url) as conn:
+            cur = conn.execute(sql, params)
+            names = [d.name for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def sessions(self, client_id: str) -> list[dict[str, Any]]:
+        return self.dicts("select * from crm.fct_sessions where client_id = %s "
+                          "order by started_at", client_id)
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        return {name: self.rows(sql) for name, sql in MARTS.items()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dbt_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Our own target/ and logs/: other runs in the same tree keep their partial-parse cache.
+    base = tmp_path_factory.mktemp("dbt-sessions")
+    saved = {k: os.environ.get(k) for k in ("CRM_DBT_TARGET_PATH", "CRM_DBT_LOG_PATH")}
+    os.environ["CRM_DBT_TARGET_PATH"] = str(base / "target")
+    os.environ["CRM_DBT_LOG_PATH"] = str(base / "logs")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def shop(clean_raw: psycopg.Connection, database_url: str) -> Shop:
+    """Empty raw tables and no dbt schemas: each scenario starts from nothing."""
+    for schema in SCHEMAS:
+        clean_raw.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return Shop(database_url)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def test_thirty_minutes_of_inactivity_ends_a_session(shop: Shop):
+    shop.ingest([
+        ev("page_view", "01 10:00", client_id="d1", page_url="/home", referrer="https://ya.ru/"),
+        ev("scroll", "01 10:10", client_id="d1", page_url="/home", scroll_depth=50),
+        # exactly 30 minutes later: still the same visit
+        ev("page_view", "01 10:40", client_id="d1", page_url="/shoes"),
+        # 30 minutes and one second: a new one
+        ev("search", "01 11:10:01", client_id="d1", search_query="boots"),
+        ev("page_view", "01 11:11", client_id="d1", page_url="/boots"),
+    ])
+    shop.transform()
+
+    first, second = shop.sessions("d1")
+    assert (first["events"], first["page_views"], first["landing_page"], first["referrer"]) == (
+        3, 2, "/home", "https://ya.ru/")
+    assert first["duration_seconds"] == 40 * 60
+    assert first["converted"] is False and first["revenue"] == 0
+    assert (second["events"], second["page_views"], second["landing_page"]) == (2, 1, "/boots")
+    assert str(second["started_at"]).startswith("2026-09-01 11:10:01")
+    anonymous = person_id("client_id:d1")
+    assert {str(s["user_id"]) for s in (first, second)} == {anonymous}
+    assert first["account_id"] is None and first["device_type"] == "web"
+
+
+def test_another_account_logging_in_starts_a_new_session(shop: Shop):
+    shop.ingest([
+        ev("page_view", "01 10:00", client_id="family"),
+        ev("user_login", "01 10:01", client_id="family", user_id="MUM", email="mum@x.ru"),
+        ev("page_view", "01 10:02", client_id="family", user_id="MUM"),
+        ev("user_logout", "01 10:05", client_id="family", user_id="MUM"),
+        ev("page_view", "01 10:06", client_id="family"),
+        ev("user_login", "01 10:07", client_id="family", user_id="DAD", email="dad@x.ru"),
+        ev("page_view", "01 10:08", client_id="family", user_id="DAD"),
+    ])
+    shop.transform()
+
+    mum, dad = shop.sessions("family")
+    assert (mum["account_id"], mum["events"]) == ("MUM", 5)
+    assert (dad["account_id"], dad["events"]) == ("DAD", 2)
+    assert str(mum["user_id"]) == person_id("account:MUM")
+    assert str(dad["user_id"]) == person_id("account:DAD")
+
+
+def test_order_gives_conversion_and_revenue_once(shop: Shop):
+    oc = order("O-1", "01 10:05", 150, [("SKU-1", 1, 100), ("SKU-2", 2, 25)],
+               client_id="d1", user_id="U-1")
+    shop.ingest([
+        ev("page_view", "01 10:00", client_id="d1", user_id="U-1"),
+        {**oc, "event_id": "00000000-0000-4000-8000-000000000001"},
+        # the shop's back end resent it under another event id
+        {**oc, "event_id": "00000000-0000-4000-8000-000000000002"},
+        ev("page_view", "01 12:00", client_id="d1", user_id="U-1"),
+    ])
+    shop.transform()
+
+    bought, browsed = shop.sessions("d1")
+    assert (bought["converted"], bought["n_orders"], bought["revenue"]) == (True, 1, 150)
+    assert (browsed["converted"], browsed["revenue"]) == (False, 0)
+    assert shop.rows("select order_id, total_price, source from crm.purchase_history") == [
+        ("O-1", Decimal(150), "observed")]
+    products = dict(shop.rows("select product_id, purchases from crm.dim_products"))
+    assert products == {"SKU-1": 1, "SKU-2": 1}
+
+
+def test_late_event_rejoins_sessions_on_the_next_incremental_run(shop: Shop):
+    shop.ingest([
+        ev("page_view", "01 10:00", client_id="app", device_type="ios"),
+        ev("page_view", "01 10:50", client_id="app", device_type="ios"),
+    ])
+    shop.transform()
+    assert len(shop.sessions("app")) == 2
+
+    # An app event queued offline arrives a day late and bridges the gap (25 + 25 minutes).
+    shop.ingest([ev("page_view", "01 10:25", client_id="app", device_type="ios")])
+    shop.transform()
+    (session,) = shop.sessions("app")
+    assert (session["events"], session["duration_seconds"]) == (3, 50 * 60)
+
+    incremental = shop.snapshot()
+    shop.transform(full_refresh=True)
+    assert shop.snapshot() == incremental
+
+
+def test_late_login_of_another_account_splits_a_session(shop: Shop):
+    shop.ingest([
+        ev("page_view", "01 10:00", client_id="tablet", user_id="MUM"),
+        ev("page_view", "01 10:10", client_id="tablet", user_id="MUM"),
+        ev("page_view", "01 10:20", client_id="tablet", user_id="MUM"),
+        ev("page_view", "01 10:30", client_id="tablet"),
+    ])
+    shop.transform()
+    assert [s["events"] for s in shop.sessions("tablet")] == [4]
+
+    # DAD's login at 10:05 arrives late: DAD from 10:05, MUM again at 10:10 (her events say
+    # so), and the anonymous 10:30 view stays with MUM, who was logged in last.
+    shop.ingest([ev("user_login", "01 10:05", client_id="tablet", user_id="DAD")])
+    shop.transform()
+    got = [(s["account_id"], s["events"]) for s in shop.sessions("tablet")]
+    assert got == [("MUM", 1), ("DAD", 1), ("MUM", 3)]
+
+    incremental = shop.snapshot()
+    shop.transform(full_refresh=True)
+    assert shop.snapshot() == incremental
+
+
+def test_runaway_sessions_are_quarantined(shop: Shop):
+    # a stuck tracker pinging every 20 minutes for 26 hours
+    pings = [ev("page_view", f"{1 + m // 1440:02d} {m // 60 % 24:02d}:{m % 60:02d}",
+                client_id="bot") for m in range(0, 26 * 60, 20)]
+    shop.ingest([*pings, ev("page_view", "05 10:00", client_id="human")])
+    shop.transform()
+    assert shop.sessions("bot") == []
+    assert shop.rows("select client_id, events, reason from crm.sessions_quarantine") == [
+        ("bot", len(pings), "too_long")]
+    assert len(shop.sessions("human")) == 1
+
+
+# --------------------------------------------------------------------------- histories
+
+
+def test_purchase_and_visit_history_merge_imports_with_live_events(shop: Shop):
+    shop.ingest([
+        ev("purchase_history", "01 00:00", user_id="U-1", order_id="O-1",
+           order_items=[{"product_id": "SKU-1", "quantity": 1, "price": 100}],
+           total_price=100, purchase_date="2026-08-31"),
+        ev("purchase_history", "01 00:00", user_id="U-1", order_id="O-0",
+           order_items=[{"product_id": "SKU-2", "quantity": 3, "price": 10}],
+           total_price=30, purchase_date="2025-12-24"),
+        ev("visit_history", "01 00:00", user_id="U-1", page_url="/a", visit_count=5,
+           last_visit="2026-09-01T12:00:00Z"),
+        ev("visit_history", "01 00:00", user_id="U-1", page_url="/old", visit_count=2,
+           last_visit="2026-07-01T12:00:00Z"),
+        # live: O-1 seen again (the import overlaps the tracking), and /a visited after
+        order("O-1", "01 11:00", 100, [("SKU-1", 1, 100)], client_id="d1", user_id="U-1"),
+        ev("page_view", "01 12:00", client_id="d1", user_id="U-1", page_url="/a"),
+        ev("page_view", "02 09:00", client_id="d1", user_id="U-1", page_url="/a"),
+        ev("page_view", "02 09:05", client_id="d1", user_id="U-1", page_url="/b"),
+    ])
+    shop.transform()
+    u1 = uuid.UUID(person_id("account:U-1"))
+
+    assert shop.rows("select user_id, order_id, total_price, purchase_date::text, source "
+                     "from crm.purchase_history order by order_id") == [
+        (u1, "O-0", Decimal(30), "2025-12-24", "imported"),
+        (u1, "O-1", Decimal(100), "2026-09-01", "both")]
+    # /a: 5 imported up to 09-01 12:00 (the 12:00 view is one of them) + the 09-02 view
+    assert shop.rows("select page_url, visit_count, last_visit::text, source "
+                     "from crm.visit_history where user_id = %s order by page_url", u1) == [
+        ("/a", 6, "2026-09-02 09:00:00+00", "both"),
+        ("/b", 1, "2026-09-02 09:05:00+00", "observed"),
+        ("/old", 2, "2026-07-01 12:00:00+00", "imported")]
+    # imports are not browsing: no session at their 00:00 import time
+    assert [s["events"] for s in shop.sessions("d1")] == [1, 1, 2]
+    (features,) = shop.dicts("select * from crm.user_features where user_id = %s", u1)
+    assert (features["orders"], features["monetary"], features["sessions"]) == (2, 130, 3)
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_user_features_by_hand(shop: Shop):
+    phone = {"client_id": "phone", "user_id": "U-7", "device_type": "ios"}
+    shop.ingest([
+        # Novosibirsk: UTC+7, so 13:0x UTC is 20:0x local
+        ev("geo_location", "02 13:00", latitude=55.0, longitude=82.9, **phone),
+        ev("page_view", "02 13:01", page_url="/p/1", **phone),
+        ev("product_view", "02 13:02", product_id="SKU-1", product_name="Boot", category="shoes",
+           price=100, **phone),
+        ev("product_view", "02 13:03", product_id="SKU-2", product_name="Bag", category="bags",
+           price=50, **phone),
+        ev("add_to_cart", "02 13:04", product_id="SKU-1", product_name="Boot", quantity=1,
+           price=100, **phone),
+        order("O-9", "02 13:05", 100, [("SKU-1", 1, 100)], **phone),
+        ev("push_received", "03 09:00", push_token="T-1", notification_type="offer", **phone),
+        ev("push_received", "04 09:00", push_token="T-1", notification_type="offer", **phone),
+        ev("push_opened", "03 09:01", push_token="T-1", notification_type="offer", **phone),
+        ev("page_view", "04 10:00", client_id="laptop", user_id="U-7", page_url="/p/2"),
+        # someone else, web only: no geo, so UTC
+        ev("page_view", "05 18:00", client_id="other"),
+    ])
+    shop.transform()
+
+    u7 = person_id("account:U-7")
+    f = shop.dicts("select * from crm.user_features where user_id = %s", u7)[0]
+    # 8 browsing events: 7 on iOS (the push delivery is not browsing), 1 on the web
+    assert f["events"] == 8 and f["sessions"] == 3
+    assert (f["share_ios"], f["share_web"], f["share_android"]) == (
+        Decimal("0.8750"), Decimal("0.1250"), Decimal("0.0000"))
+    assert (f["utc_offset_hours"], f["tz_source"]) == (7, "geo_location")
+    hours = [0] * 24
+    hours[20], hours[16], hours[17] = 6, 1, 1  # 13:0x, 09:01 and 10:00 UTC, +7
+    assert f["active_hours_local"] == hours and f["peak_hour_local"] == 20
+    # touches: 2 views (shoes, bags), 1 cart (shoes), 1 bought line (shoes)
+    assert f["top_categories"] == {"shoes": 0.75, "bags": 0.25}
+    assert f["top_category"] == "shoes"
+    assert (f["push_received"], f["push_opened"], f["push_open_rate"]) == (2, 1, Decimal("0.5"))
+    assert (f["orders"], f["monetary"], f["avg_order_value"]) == (1, 100, 100)
+    assert f["is_authorised"] is True
+    assert str(f["last_seen_at"]).startswith("2026-09-04 10:00")
+    as_of = shop.rows("select max(received_at) from staging.stg_events")[0][0]
+    assert f["as_of"] == as_of
+    expected = (as_of - f["last_order_at"]).total_seconds() / 86400
+    assert abs(float(f["days_since_last_order"]) - expected) < 0.001
+
+    other = shop.dicts("select * from crm.user_features where user_id = %s",
+                       person_id("client_id:other"))[0]
+    assert (other["tz_source"], other["utc_offset_hours"], other["peak_hour_local"]) == (
+        "utc_default", 0, 18)
+    assert other["orders"] == 0 and other["is_authorised"] is False
+    assert other["push_open_rate"] is None and other["top_categories"] is None
+
+    assert shop.rows("select product_id, product_name, category, price, views, carts, "
+                     "purchases from crm.dim_products order by product_id") == [
+        ("SKU-1", "Boot", "shoes", Decimal(100), 1, 1, 1),
+        ("SKU-2", "Bag", "bags", Decimal(50), 1, 0, 0)]
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+def test_incremental_runs_equal_one_full_refresh_on_simulated_traffic(shop: Shop):
+    from simulator import SimConfig, simulate
+
+    sim = simulate(SimConfig(visitors=120, days=6, seed=11))
+    items = [orjson.loads(line) for line in sim.lines]
+    # Arrival order, in three nightly batches: late app events come with later batches.
+    cut1, cut2 = len(items) // 3, 2 * len(items) // 3
+    batches = [items[:cut1], items[cut1:cut2], items[cut2:]]
+    # plus hand-made late events for day 1 arriving with batches 2 and 3: one bridges two of
+    # a device's sessions, one is another account logging in on it
+    first_device = next(i for i in batches[0] if i.get("client_id") and i.get("event")
+                        == "page_view" and i.get("timestamp", "").startswith("2026-09-01"))
+    cid = first_device["client_id"]
+    seen = datetime.fromisoformat(first_device["timestamp"])
+    batches[1].append({"event": "page_view", "client_id": cid, "device_type": "web",
+                       "timestamp": (seen + timedelta(minutes=20)).isoformat(),
+                       "page_url": "/late"})
+    batches[2].append({"event": "user_login", "client_id": cid, "device_type": "web",
+                       "timestamp": (seen + timedelta(minutes=5)).isoformat(),
+                       "user_id": "LATE-ACCOUNT", "auth_status": 1})
+    for batch in batches:
+        # the stream has invalid events on purpose: the collector rejects those
+        ingest_items(batch, database_url=shop.url, source="ingest:test", progress=False)
+        shop.transform()
+    incremental = shop.snapshot()
+    assert len(incremental["fct_sessions"]) > 100
+
+    shop.transform(full_refresh=True)
+    full = shop.snapshot()
+    for name in MARTS:
+        assert full[name] == incremental[name], name
