@@ -175,7 +175,7 @@ def percentile(values: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000, help="events for (a) and (c)")
-    ap.add_argument("--clients", type=int, default=8, help="concurrent clients for (a)")
+    ap.add_argument("--clients", type=int, default=16, help="concurrent clients for (a)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating (c)/(a) rounds")
     ap.add_argument("--single-requests", type=int, default=20_000)
     ap.add_argument("--single-clients", type=int, default=32, help="concurrent clients for (b)")

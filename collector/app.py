@@ -39,6 +39,7 @@ class CollectorConfig:
     database_url: str
     max_body_bytes: int = 1_000_000
     max_wait_ms: float = 2.0
+    max_flush_events: int = 1_000
     retry_after_seconds: int = 1
 
 
@@ -136,6 +137,7 @@ def create_app(config: CollectorConfig) -> Starlette:
     writer = EventWriter(
         config.database_url,
         max_wait=config.max_wait_ms / 1000,
+        max_events=config.max_flush_events,
         retry_after=config.retry_after_seconds,
     )
     key_store = KeyStore(config.database_url)

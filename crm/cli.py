@@ -127,13 +127,16 @@ def collector(
     port: int = typer.Option(8080, help="Port to listen on."),
     max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted body (after gzip)."),
     max_wait_ms: float = typer.Option(2.0, help="Longest a request waits to share a commit."),
+    max_flush_events: int = typer.Option(
+        1_000, help="Most events in one commit; smaller flushes overlap better on 2 lanes."
+    ),
     workers: int = typer.Option(1, min=1, help="Worker processes sharing the port."),
 ) -> None:
     """Run the HTTP collector (POST /v1/events, /v1/tracker.js, /healthz, /metrics)."""
     from collector.app import CollectorConfig, serve
 
     config = CollectorConfig(_migrated_url(), max_body_bytes=max_body_bytes,
-                             max_wait_ms=max_wait_ms)
+                             max_wait_ms=max_wait_ms, max_flush_events=max_flush_events)
     console.print(f"collector listening on http://{host}:{port}")
     serve(config, host, port, workers)
 

@@ -394,6 +394,65 @@ def test_incremental_runs_give_the_same_tables_as_one_full_refresh(identity: Ide
     assert identity.snapshot() == incremental
 
 
+def test_incremental_event_person_follows_every_kind_of_change(identity: Identity):
+    """int_event_person recomputes only what changed: each run here changes the resolution
+    of events stored earlier in a different way, and the result must equal a full refresh."""
+    # run 1: fam is U-A's device; the laptop's guest e-mail is U-B's (owned)
+    identity.ingest([ev("page_view", "01 10:00", client_id="fam"),
+                     ev("user_login", "01 10:10", client_id="fam", user_id="U-A"),
+                     ev("page_view", "01 10:20", client_id="fam"),
+                     ev("user_login", "01 09:00", client_id="phone-b", user_id="U-B",
+                        email="shared@mail.ru"),
+                     ev("order_complete", "01 11:00", client_id="laptop",
+                        email="shared@mail.ru", order_id="O-1", total_price=5,
+                        order_items=[{"product_id": "SKU-1", "quantity": 1, "price": 5}]),
+                     ev("page_view", "01 11:05", client_id="laptop")])
+    identity.transform()
+    u_a, u_b, u_c = (person_id(f"account:{a}") for a in ("U-A", "U-B", "U-C"))
+    assert set(identity.event_person(client_id="fam")) == {u_a}
+    assert set(identity.event_person(client_id="laptop")) == {u_b}
+    assert identity.scalar("select count(*) from intermediate.int_event_person_state") > 0
+
+    # run 2: a login of U-C on fam that happened at 10:15 (fam becomes shared: the 10:20
+    # event is U-C's now), and U-D uses the same e-mail (contested: the laptop is its own)
+    identity.ingest([ev("user_login", "01 10:15", client_id="fam", user_id="U-C"),
+                     ev("user_login", "01 12:00", client_id="phone-d", user_id="U-D",
+                        email="shared@mail.ru")])
+    identity.transform()
+    assert identity.event_person(client_id="fam") == [u_a, u_a, u_c, u_c]
+    assert set(identity.event_person(client_id="laptop")) == {person_id("client_id:laptop")}
+
+    # run 3: a copy of fam's 10:20 event received a second before the stored one (it
+    # committed later) with another client time, 10:12: it replaces the stored copy and
+    # moves into U-A's part of fam's timeline; plus a new anonymous event there
+    with psycopg.connect(identity.url, autocommit=True) as conn:
+        conn.execute("""
+            insert into raw.events
+            select event_id, event_type, '2026-09-01 10:12:00+00', received_at - interval '1 s',
+                client_id, user_id, device_type, push_token, email, phone, source, payload
+            from raw.events
+            where client_id = 'fam' and event_ts = '2026-09-01 10:20:00+00'""")
+    identity.ingest([ev("page_view", "01 10:30", client_id="fam")])
+    identity.transform()
+    assert identity.rows("select p.event_ts::text, p.user_id::text from "
+                         "intermediate.int_event_person p where p.client_id = 'fam' "
+                         "order by p.event_ts") == [
+        ("2026-09-01 10:00:00+00", u_a), ("2026-09-01 10:10:00+00", u_a),
+        ("2026-09-01 10:12:00+00", u_a), ("2026-09-01 10:15:00+00", u_c),
+        ("2026-09-01 10:30:00+00", u_c)]
+
+    # run 4: the state table is gone (e.g. the first run after an upgrade): every event is
+    # recomputed once
+    with psycopg.connect(identity.url, autocommit=True) as conn:
+        conn.execute("drop table intermediate.int_event_person_state")
+    identity.ingest([ev("page_view", "01 13:00", client_id="laptop")])
+    identity.transform()
+
+    incremental = identity.snapshot()
+    identity.transform(full_refresh=True)
+    assert identity.snapshot() == incremental
+
+
 def test_transform_failure_names_the_failed_nodes(identity: Identity, database_url: str):
     identity.ingest([ev("page_view", "01 10:00", client_id="CID-1")])
     identity.transform()

@@ -1,7 +1,10 @@
-{#- One row per event_id, typed. Incremental: each run reads raw.events received in the last
-    `lookback_days` before the newest row already here (out-of-order commits and late
-    arrivals are picked up) and inserts only event_ids not stored yet, so the table equals
-    a full rebuild after any sequence of runs. -#}
+{#- One row per event_id, typed. Incremental: each run reads the raw.events rows received
+    after the newest row already here minus `received_at_margin_minutes` (rows commit out of
+    order only by the collector's flush delay, far below the margin) and stores the
+    event_ids not stored yet, or stored from a later-received copy, so the table equals a
+    full rebuild after any sequence of runs. Late events (old event_ts, new received_at) are
+    new rows like any other: lateness in event time is downstream's business
+    (`lookback_days`). -#}
 {{
     config(
         materialized='incremental',
@@ -12,6 +15,8 @@
             {'columns': ['event_id'], 'unique': True},
             {'columns': ['received_at']},
         ],
+        pre_hook=["{{ identity_work_mem() }}"],
+        post_hook=["{{ analyze_if_new() }}"],
     )
 }}
 
@@ -21,11 +26,7 @@ source as (
 
     select * from {{ source('raw', 'events') }}
     {% if is_incremental() %}
-    where received_at > (
-        select coalesce(max(received_at), '-infinity'::timestamptz)
-            - interval '{{ var("lookback_days") }} days'
-        from {{ this }}
-    )
+    where received_at > {{ received_at_watermark(this) }}
     {% endif %}
 
 ),
@@ -40,8 +41,9 @@ blocklist as (
 {% if is_incremental() %}
 unseen as (
 
-    -- Skip what is already stored (the lookback re-reads it) before sorting anything: the
-    -- earliest received copy stays.
+    -- Skip what is already stored (the margin re-reads it) before sorting anything: the
+    -- earliest received copy stays (a copy received earlier than the stored one, committed
+    -- later, replaces it through delete+insert on event_id).
     select s.*
     from source as s
     where not exists (

@@ -7,8 +7,25 @@ with
 
 events as (
 
-    select * from {{ ref('int_event_person') }}
+    select user_id, push_token, client_id, device_type, event_ts
+    from {{ ref('int_event_person') }}
     where user_id is not null and push_token is not null
+
+),
+
+per_device as (
+
+    -- a few rows per (person, token) instead of every push event: the sorts below stay small
+    select
+        user_id,
+        push_token,
+        client_id,
+        device_type,
+        min(event_ts) as created_at,
+        max(event_ts) as last_used_at,
+        count(*) as n_events
+    from events
+    group by user_id, push_token, client_id, device_type
 
 ),
 
@@ -17,14 +34,15 @@ usage as (
     select
         user_id,
         push_token,
-        min(event_ts) as created_at,
-        max(event_ts) as last_used_at,
-        count(*) as n_events,
-        (array_agg(client_id order by event_ts desc) filter (where client_id is not null))[1]
-            as client_id,
-        (array_agg(device_type order by event_ts desc)
+        min(created_at) as created_at,
+        max(last_used_at) as last_used_at,
+        sum(n_events) as n_events,
+        -- the ClientID and device type of its latest event (ties: the greatest value)
+        (array_agg(client_id order by last_used_at desc, client_id desc)
+            filter (where client_id is not null))[1] as client_id,
+        (array_agg(device_type order by last_used_at desc, device_type desc)
             filter (where device_type is not null))[1] as reported_device_type
-    from events
+    from per_device
     group by user_id, push_token
 
 ),
@@ -43,8 +61,8 @@ device_token as (
     -- the token each device reported last; an older token of that device is replaced
     select distinct on (client_id) client_id, push_token as current_token
     from (
-        select client_id, push_token, max(event_ts) as last_used_at
-        from events
+        select client_id, push_token, max(last_used_at) as last_used_at
+        from per_device
         where client_id is not null
         group by client_id, push_token
     ) as t
@@ -54,9 +72,9 @@ device_token as (
 
 replacement as (
 
-    select d.client_id, d.current_token, min(e.event_ts) as replaced_at
+    select d.client_id, d.current_token, min(p.created_at) as replaced_at
     from device_token as d
-    join events as e on e.client_id = d.client_id and e.push_token = d.current_token
+    join per_device as p on p.client_id = d.client_id and p.push_token = d.current_token
     group by d.client_id, d.current_token
 
 ),
