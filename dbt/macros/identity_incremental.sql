@@ -23,7 +23,7 @@
 
 
 {#- Incremental models find new rows by received_at: everything received after the newest
-    row of `relation` minus `received_at_margin_minutes` (rows commit out of order by the
+    row of `relation` minus `lookback_days` (rows commit out of order by the
     collector's flush delay), to be anti-joined on event_id. Returned as a timestamptz
     literal computed now (the model is compiled right before it runs), so the planner
     knows how many rows are above it and picks index scans when they are few. -#}
@@ -31,7 +31,7 @@
     {%- if execute -%}
         {%- set sql -%}
             select coalesce(max(received_at)
-                - interval '{{ var("received_at_margin_minutes") | int }} minutes',
+                - interval '{{ var("lookback_days") | int }} days',
                 '-infinity'::timestamptz)::text
             from {{ relation }}
         {%- endset -%}

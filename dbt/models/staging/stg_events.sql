@@ -1,10 +1,9 @@
 {#- One row per event_id, typed. Incremental: each run reads the raw.events rows received
-    after the newest row already here minus `received_at_margin_minutes` (rows commit out of
-    order only by the collector's flush delay, far below the margin) and stores the
-    event_ids not stored yet, or stored from a later-received copy, so the table equals a
-    full rebuild after any sequence of runs. Late events (old event_ts, new received_at) are
-    new rows like any other: lateness in event time is downstream's business
-    (`lookback_days`). -#}
+    after the newest row already here minus `lookback_days` (rows that committed out of
+    order, or a copy received earlier than the stored one) and stores the event_ids not
+    stored yet, or stored from a later-received copy, so the table equals a full rebuild
+    after any sequence of runs. Late events (old event_ts, new received_at) are new rows
+    like any other, however late: downstream models re-open what they touch. -#}
 {{
     config(
         materialized='incremental',

@@ -12,7 +12,7 @@
     intermediate.int_event_person_state (written by this model's post-hook, in the same
     transaction). A run recomputes, and delete+inserts on event_id, only
       - events new in stg_events (received after the newest row here minus
-        `received_at_margin_minutes`, not stored yet with that received_at: a copy received
+        `lookback_days`, not stored yet with that received_at: a copy received
         earlier than the stored one replaces it),
       - events without an account carrying an identifier whose role, person or first
         account changed since the last run (appeared or vanished too),

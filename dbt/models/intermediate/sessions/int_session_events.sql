@@ -2,7 +2,7 @@
     with the dbt run that first loaded them (loaded_at). int_sessions re-sessionises exactly
     the devices whose events have a newer stamp than it has seen, so it needs no guess about
     what is new (a received_at lookback alone would re-read every event loaded in the last
-    few days). Incremental like stg_events: re-read `lookback_days` of received_at, insert
+    few days). Incremental like stg_events: re-read from its received_at watermark, insert
     only event_ids not here yet. -#}
 {{
     config(
@@ -27,11 +27,9 @@ events as (
         -- nothing to key a session on (a junk ClientID and no account)
         and coalesce(client_id, user_id) is not null
     {% if is_incremental() %}
-        and received_at > (
-            select coalesce(max(received_at), '-infinity'::timestamptz)
-                - interval '{{ var("lookback_days", 3) }} days'
-            from {{ this }}
-        )
+        -- New since the last run (with the staging margin for out-of-order commits);
+        -- late events are new rows here too, whatever their event time.
+        and received_at > {{ received_at_watermark(this) }}
     {% endif %}
 
 ),
