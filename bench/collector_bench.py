@@ -176,7 +176,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000, help="events for (a) and (c)")
     ap.add_argument("--clients", type=int, default=16, help="concurrent clients for (a)")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating (c)/(a) rounds")
+    ap.add_argument("--rounds", type=int, default=3, help="(c)/(a) rounds; 0: only (b)")
     ap.add_argument("--single-requests", type=int, default=20_000)
     ap.add_argument("--single-clients", type=int, default=32, help="concurrent clients for (b)")
     ap.add_argument("--collector-args", nargs="*", default=[], help="extra `crm collector` options")
@@ -208,12 +208,13 @@ def main() -> None:
                 f"events/s = {rate_a / ceiling:.0%} of (c); request p50 "
                 f"{statistics.median(lat) * 1000:.1f} ms, p99 {percentile(lat, 99) * 1000:.1f} ms"
             )
-        c_med, a_med = statistics.median(ceilings), statistics.median(rates)
-        print(f"(c) plain COPY, 1000-row transactions, median: {c_med:>10,.0f} rows/s")
-        print(
-            f"(a) 100-event batches, {args.clients} clients, median: {a_med:>10,.0f} events/s"
-            f" ({a_med / c_med:.0%} of (c))"
-        )
+        if args.rounds:
+            c_med, a_med = statistics.median(ceilings), statistics.median(rates)
+            print(f"(c) plain COPY, 1000-row transactions, median: {c_med:>10,.0f} rows/s")
+            print(
+                f"(a) 100-event batches, {args.clients} clients, median: {a_med:>10,.0f} "
+                f"events/s ({a_med / c_med:.0%} of (c))"
+            )
 
         single = body_template(1, uuid.uuid4().hex, now)
         secs, lat = asyncio.run(
