@@ -62,6 +62,28 @@ def clean_raw(db: psycopg.Connection) -> psycopg.Connection:
     return db
 
 
+DBT_SCHEMAS = ("staging", "intermediate", "crm")
+
+
+@pytest.fixture
+def clean_warehouse(clean_raw: psycopg.Connection) -> psycopg.Connection:
+    """Empty raw tables and none of dbt's schemas: a dbt scenario starts from nothing."""
+    for schema in DBT_SCHEMAS:
+        clean_raw.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return clean_raw
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dbt_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """dbt's target/ and logs/ of the test run: not the developer's, whose partial-parse
+    cache belongs to another database."""
+    base = tmp_path_factory.mktemp("dbt")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CRM_DBT_TARGET_PATH", str(base / "target"))
+        mp.setenv("CRM_DBT_LOG_PATH", str(base / "logs"))
+        yield
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

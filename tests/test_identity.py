@@ -5,9 +5,7 @@ crm.public_devices, crm.user_id_history) are checked scenario by scenario."""
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -19,7 +17,6 @@ from crm.transform import TransformError, transform
 
 pytestmark = pytest.mark.slow
 
-SCHEMAS = ("staging", "intermediate", "crm")
 
 
 def person_id(anchor: str) -> str:
@@ -84,26 +81,8 @@ class Identity:
         return {name: self.rows(sql) for name, sql in tables.items()}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _dbt_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    # Our own target/ and logs/: other runs in the same tree keep their partial-parse cache.
-    base = tmp_path_factory.mktemp("dbt")
-    saved = {k: os.environ.get(k) for k in ("CRM_DBT_TARGET_PATH", "CRM_DBT_LOG_PATH")}
-    os.environ["CRM_DBT_TARGET_PATH"] = str(base / "target")
-    os.environ["CRM_DBT_LOG_PATH"] = str(base / "logs")
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 @pytest.fixture
-def identity(clean_raw: psycopg.Connection, database_url: str) -> Identity:
-    """Empty raw tables and no dbt schemas: each scenario starts from nothing."""
-    for schema in SCHEMAS:
-        clean_raw.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+def identity(clean_warehouse: psycopg.Connection, database_url: str) -> Identity:
     return Identity(database_url)
 
 

@@ -5,9 +5,7 @@ full-size run)."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -29,20 +27,6 @@ def _bench_module():
     sys.modules[spec.name] = module  # its dataclass needs the module registered
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _dbt_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    base = tmp_path_factory.mktemp("dbt-quality")
-    saved = {k: os.environ.get(k) for k in ("CRM_DBT_TARGET_PATH", "CRM_DBT_LOG_PATH")}
-    os.environ["CRM_DBT_TARGET_PATH"] = str(base / "target")
-    os.environ["CRM_DBT_LOG_PATH"] = str(base / "logs")
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def test_person_assignment_meets_the_quality_targets(clean_raw: psycopg.Connection,

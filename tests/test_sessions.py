@@ -7,9 +7,7 @@ sequence of incremental runs, with late events, gives exactly what one full refr
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +21,6 @@ from crm.transform import transform
 
 pytestmark = pytest.mark.slow
 
-SCHEMAS = ("staging", "intermediate", "crm")
 # Marts that must not depend on how the data was split between runs (ordered, comparable).
 MARTS = {
     "fct_sessions": "select * from crm.fct_sessions order by session_id",
@@ -93,26 +90,8 @@ class Shop:
         return {name: self.rows(sql) for name, sql in MARTS.items()}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _dbt_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    # Our own target/ and logs/: other runs in the same tree keep their partial-parse cache.
-    base = tmp_path_factory.mktemp("dbt-sessions")
-    saved = {k: os.environ.get(k) for k in ("CRM_DBT_TARGET_PATH", "CRM_DBT_LOG_PATH")}
-    os.environ["CRM_DBT_TARGET_PATH"] = str(base / "target")
-    os.environ["CRM_DBT_LOG_PATH"] = str(base / "logs")
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 @pytest.fixture
-def shop(clean_raw: psycopg.Connection, database_url: str) -> Shop:
-    """Empty raw tables and no dbt schemas: each scenario starts from nothing."""
-    for schema in SCHEMAS:
-        clean_raw.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+def shop(clean_warehouse: psycopg.Connection, database_url: str) -> Shop:
     return Shop(database_url)
 
 
