@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.transform_bench import table_digest  # noqa: E402  (one definition for both)
+
 IDENTITY_SELECT = ["staging", "intermediate.identity", "marts.identity", "+stg_events"]
 
 # Tables whose rows must not depend on how the runs were split.
@@ -57,15 +59,6 @@ COMPARED_ALL = {
     "purchase_history": "select * from crm.purchase_history",
     "user_features": "select * from crm.user_features",
 }
-
-
-def table_digest(conn: psycopg.Connection, sql: str) -> tuple[int, str]:
-    """Row count and an order-independent md5 of the rows' text."""
-    row = conn.execute(
-        f"select count(*), md5(coalesce(string_agg(r::text, '|' order by r::text), '')) "
-        f"from ({sql}) as r"
-    ).fetchone()
-    return int(row[0]), str(row[1])
 
 
 def node_times(target: Path) -> list[tuple[str, float, str]]:
