@@ -35,7 +35,7 @@ class IngestSummary:
 class _NotJson:
     """Marks a line that could not be parsed; validation is skipped for it."""
 
-    def __init__(self, line_no: int, text: str, error: str) -> None:
+    def __init__(self, line_no: int, text: bytes, error: str) -> None:
         self.line_no, self.text, self.error = line_no, text, error
 
 
@@ -133,7 +133,7 @@ def _lines(stream: BinaryIO, on_bytes=None) -> Iterator[Any]:
         try:
             yield orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield _NotJson(line_no, line.decode("utf-8", "replace").rstrip("\n"), str(exc))
+            yield _NotJson(line_no, line.rstrip(b"\r\n"), str(exc))
 
 
 def ingest_file(path: str, *, database_url: str, progress: bool = True) -> IngestSummary:

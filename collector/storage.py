@@ -44,10 +44,13 @@ def _event_row(e: Event, s: Submission) -> tuple:
 
 
 def _rejection_row(r: Rejection, s: Submission) -> tuple:
-    try:
-        payload, raw_text = orjson.dumps(r.item).decode(), None
-    except TypeError:  # not representable as JSON (e.g. an undecodable JSONL line)
-        payload, raw_text = None, str(r.item)
+    if isinstance(r.item, bytes):  # a JSONL line that was not JSON: kept verbatim
+        payload, raw_text = None, r.item.decode("utf-8", "replace")
+    else:
+        try:
+            payload, raw_text = orjson.dumps(r.item).decode(), None
+        except TypeError:  # a Python caller's object JSON cannot carry
+            payload, raw_text = None, repr(r.item)
     return (s.received_at, s.source, r.index, r.errors, payload, raw_text)
 
 

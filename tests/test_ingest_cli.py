@@ -39,10 +39,11 @@ def test_ingest_file_validates_stores_and_is_idempotent(tmp_path, database_url, 
     db = clean_raw
     assert db.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 7
     rejected = db.execute(
-        "SELECT batch_index, errors FROM raw.rejected_events WHERE source = 'ingest:backfill.jsonl'"
-        " ORDER BY rejected_id LIMIT 2"
+        "SELECT batch_index, errors, raw_text FROM raw.rejected_events "
+        "WHERE source = 'ingest:backfill.jsonl' ORDER BY rejected_id LIMIT 2"
     ).fetchall()
     assert rejected[0][0] == 3 and "line 4" in rejected[0][1][0]
+    assert rejected[0][2] == "{not json"  # the broken line, verbatim
     assert rejected[1][0] == 4 and "teleport" in " ".join(rejected[1][1])
 
 
