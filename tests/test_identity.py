@@ -4,7 +4,6 @@ crm.public_devices, crm.user_id_history) are checked scenario by scenario."""
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from typing import Any
 
@@ -14,14 +13,10 @@ import pytest
 
 from collector.ingest import ingest_items
 from crm.transform import TransformError, transform
+from tests.warehouse import Warehouse, person_id
 
 pytestmark = pytest.mark.slow
 
-
-
-def person_id(anchor: str) -> str:
-    """The id the models derive: md5 of the anchor, as a UUID."""
-    return str(uuid.UUID(hashlib.md5(anchor.encode()).hexdigest()))
 
 
 def ev(event: str, ts: str, **fields: Any) -> dict[str, Any]:
@@ -36,23 +31,8 @@ def ev(event: str, ts: str, **fields: Any) -> dict[str, Any]:
     return body
 
 
-class Identity:
-    """A clean database for one scenario, with helpers to feed events and read the marts."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def ingest(self, events: list[dict[str, Any]]) -> None:
-        summary = ingest_items(events, database_url=self.url, source="ingest:test",
-                               progress=False)
-        assert summary.rejected == 0, [r.errors for r in summary.examples]
-
-    def transform(self, full_refresh: bool = False) -> None:
-        transform(full_refresh=full_refresh, database_url=self.url)
-
-    def rows(self, sql: str, *params: Any) -> list[tuple]:
-        with psycopg.connect(self.url) as conn:
-            return conn.execute(sql, params).fetchall()
+class Identity(Warehouse):
+    """Readers of the marts this suite checks."""
 
     def scalar(self, sql: str, *params: Any) -> Any:
         return self.rows(sql, *params)[0][0]

@@ -6,7 +6,6 @@ sequence of incremental runs, with late events, gives exactly what one full refr
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -17,7 +16,7 @@ import psycopg
 import pytest
 
 from collector.ingest import ingest_items
-from crm.transform import transform
+from tests.warehouse import Warehouse, person_id
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +29,6 @@ MARTS = {
     "dim_products": "select * from crm.dim_products order by product_id",
     "user_features": "select * from crm.user_features order by user_id",
 }
-
-
-def person_id(anchor: str) -> str:
-    """The person id the identity models derive: md5 of the anchor, as a UUID."""
-    return str(uuid.UUID(hashlib.md5(anchor.encode()).hexdigest()))
 
 
 def ev(event: str, ts: str, **fields: Any) -> dict[str, Any]:
@@ -58,23 +52,8 @@ def order(order_id: str, ts: str, total: float, items: list[tuple[str, int, floa
               payment_method="card", **fields)
 
 
-class Shop:
-    """A clean database for one scenario, with helpers to feed events and read the marts."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def ingest(self, events: list[dict[str, Any]]) -> None:
-        summary = ingest_items(events, database_url=self.url, source="ingest:test",
-                               progress=False)
-        assert summary.rejected == 0, [r.errors for r in summary.examples]
-
-    def transform(self, full_refresh: bool = False) -> None:
-        transform(full_refresh=full_refresh, database_url=self.url)
-
-    def rows(self, sql: str, *params: Any) -> list[tuple]:
-        with psycopg.connect(self.url) as conn:
-            return conn.execute(sql, params).fetchall()
+class Shop(Warehouse):
+    """Readers of the marts this suite checks."""
 
     def dicts(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         with psycopg.connect(self.url) as conn:

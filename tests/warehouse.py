@@ -1,0 +1,37 @@
+"""A scenario's view of the warehouse: feed events through the collector's ingest path, run
+the dbt build, read the results. Used by the identity and sessions suites."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+import psycopg
+
+from collector.ingest import ingest_items
+from crm.transform import transform
+
+
+def person_id(anchor: str) -> str:
+    """The person id the identity models derive: md5 of the anchor, as a UUID."""
+    return str(uuid.UUID(hashlib.md5(anchor.encode()).hexdigest()))
+
+
+class Warehouse:
+    """A clean database for one scenario, with helpers to feed events and read the marts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def ingest(self, events: list[dict[str, Any]]) -> None:
+        summary = ingest_items(events, database_url=self.url, source="ingest:test",
+                               progress=False)
+        assert summary.rejected == 0, [r.errors for r in summary.examples]
+
+    def transform(self, full_refresh: bool = False) -> None:
+        transform(full_refresh=full_refresh, database_url=self.url)
+
+    def rows(self, sql: str, *params: Any) -> list[tuple]:
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql, params).fetchall()
