@@ -41,15 +41,7 @@ observed as (
         s.first_seen_at,
         s.last_seen_at
     from signatures as s
-    cross join lateral (
-        values
-            ('account', s.account_id),
-            ('client_id', s.client_id),
-            ('email', s.email),
-            ('phone', s.phone),
-            ('push_token', s.push_token)
-    ) as i (identifier_type, identifier_value)
-    where i.identifier_value is not null
+    {{ signature_identifiers('s') }}
 
 ),
 
