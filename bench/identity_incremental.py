@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.transform_bench import table_digest  # noqa: E402  (one definition for both)
+from bench.transform_bench import verify_full_refresh  # noqa: E402  (one definition for both)
 
 IDENTITY_SELECT = ["staging", "intermediate.identity", "marts.identity", "+stg_events"]
 
@@ -178,15 +178,8 @@ def main(argv: list[str] | None = None) -> None:
 
         if args.verify:
             compared = COMPARED | (COMPARED_ALL if args.everything else {})
-            with psycopg.connect(url) as conn:
-                before = {k: table_digest(conn, q) for k, q in compared.items()}
-            build(url, work, "verify: full refresh", True, args.everything, 0)
-            with psycopg.connect(url) as conn:
-                after = {k: table_digest(conn, q) for k, q in compared.items()}
-            for k in compared:
-                same = "identical" if before[k] == after[k] else "DIFFERENT"
-                print(f"verify {k}: {before[k][0]:,} rows, incremental vs full refresh {same}")
-            if before != after:
+            rebuild = lambda: build(url, work, "verify: full refresh", True, args.everything, 0)  # noqa: E731
+            if not verify_full_refresh(url, compared, rebuild):
                 sys.exit(1)
     finally:
         if args.workdir is None:

@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,19 @@ def model_times(target: Path) -> list[tuple[str, float, str]]:
         if uid.startswith(("model.", "seed.")):
             out.append((uid.split(".")[-1], float(r["execution_time"]), str(r["status"])))
     return sorted(out, key=lambda t: -t[1])
+
+
+def verify_full_refresh(url: str, compared: dict[str, str], rebuild: Callable[[], Any]) -> bool:
+    """Digest the tables an incremental run left, rebuild with --full-refresh, compare."""
+    with psycopg.connect(url) as conn:
+        before = {k: table_digest(conn, q) for k, q in compared.items()}
+    rebuild()
+    with psycopg.connect(url) as conn:
+        after = {k: table_digest(conn, q) for k, q in compared.items()}
+    for k in compared:
+        same = "identical" if before[k] == after[k] else "DIFFERENT"
+        print(f"verify {k}: {before[k][0]:,} rows, incremental vs full refresh {same}")
+    return before == after
 
 
 def build(database_url: str, target: Path, full_refresh: bool) -> tuple[float, Any]:
@@ -146,17 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"stg_events {n_events:,} rows, fct_sessions {n_sessions:,} rows "
               f"(simulator truth: {sim.truth['sessions'].height:,} sessions)")
 
-        if args.verify:
-            with psycopg.connect(url) as conn:
-                before = {k: table_digest(conn, q) for k, q in COMPARED.items()}
-            build(url, target, full_refresh=True)
-            with psycopg.connect(url) as conn:
-                after = {k: table_digest(conn, q) for k, q in COMPARED.items()}
-            for k in COMPARED:
-                same = "identical" if before[k] == after[k] else "DIFFERENT"
-                print(f"verify {k}: {before[k][0]:,} rows, incremental vs full refresh {same}")
-            if before != after:
-                sys.exit(1)
+        if args.verify and not verify_full_refresh(
+            url, COMPARED, lambda: build(url, target, full_refresh=True)
+        ):
+            sys.exit(1)
     finally:
         if server is not None:
             server.stop(mode="immediate")

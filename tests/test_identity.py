@@ -13,22 +13,12 @@ import pytest
 
 from collector.ingest import ingest_items
 from crm.transform import TransformError, transform
-from tests.warehouse import Warehouse, person_id
+from tests.warehouse import Warehouse, ev, person_id
 
 pytestmark = pytest.mark.slow
 
 
 
-def ev(event: str, ts: str, **fields: Any) -> dict[str, Any]:
-    """An event; `ts` is 'DD HH:MM' in September 2026. The event_id is fixed by content."""
-    day, hm = ts.split()
-    body = {"event": event, "timestamp": f"2026-09-{int(day):02d}T{hm}:00Z", **fields}
-    if event == "page_view":
-        body.setdefault("page_url", "https://shop.example/")
-    if event == "user_login":
-        body.setdefault("auth_status", 1)
-    body.setdefault("device_type", "web")
-    return body
 
 
 class Identity(Warehouse):

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from collector.ingest import ingest_items
-from tests.warehouse import Warehouse, person_id
+from tests.warehouse import Warehouse, ev, person_id
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +31,6 @@ MARTS = {
 }
 
 
-def ev(event: str, ts: str, **fields: Any) -> dict[str, Any]:
-    """An event; `ts` is 'DD HH:MM' or 'DD HH:MM:SS' in September 2026 (UTC)."""
-    day, hms = ts.split()
-    if hms.count(":") == 1:
-        hms += ":00"
-    body = {"event": event, "timestamp": f"2026-09-{int(day):02d}T{hms}Z", **fields}
-    if event == "page_view":
-        body.setdefault("page_url", "https://shop.example/")
-    if event == "user_login":
-        body.setdefault("auth_status", 1)
-    body.setdefault("device_type", "web")
-    return body
 
 
 def order(order_id: str, ts: str, total: float, items: list[tuple[str, int, float]],

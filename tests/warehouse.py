@@ -13,6 +13,21 @@ from collector.ingest import ingest_items
 from crm.transform import transform
 
 
+def ev(event: str, ts: str, **fields: Any) -> dict[str, Any]:
+    """An event; `ts` is 'DD HH:MM' or 'DD HH:MM:SS' in September 2026 (UTC). Without an
+    event_id, the collector derives one from the content."""
+    day, hms = ts.split()
+    if hms.count(":") == 1:
+        hms += ":00"
+    body = {"event": event, "timestamp": f"2026-09-{int(day):02d}T{hms}Z", **fields}
+    if event == "page_view":
+        body.setdefault("page_url", "https://shop.example/")
+    if event == "user_login":
+        body.setdefault("auth_status", 1)
+    body.setdefault("device_type", "web")
+    return body
+
+
 def person_id(anchor: str) -> str:
     """The person id the identity models derive: md5 of the anchor, as a UUID."""
     return str(uuid.UUID(hashlib.md5(anchor.encode()).hexdigest()))
