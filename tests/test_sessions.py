@@ -148,6 +148,56 @@ def test_late_event_rejoins_sessions_on_the_next_incremental_run(shop: Shop):
     assert shop.snapshot() == incremental
 
 
+def test_incremental_runs_reopen_sessions_exactly_at_the_timeout(shop: Shop):
+    """New and late events 29:59, 30:00 and 30:01 away from a stored session: the incremental
+    runs re-open exactly what a full refresh joins (a gap of 30:00 still continues a
+    session), and their result equals one full refresh."""
+    first_visit = [("10:00", "10:05")]  # stored by run 1; the gaps count from 10:05
+    devices = {
+        "after-2959": first_visit, "after-3000": first_visit, "after-3001": first_visit,
+        # 60:00 between two visits: a late event at 10:35:00 is 30:00 from both
+        "bridge": [("10:00", "10:05"), ("11:05", "11:10")],
+        # a late event before the stored visit (11:00-11:05)
+        "before-3000": [("11:00", "11:05")], "before-3001": [("11:00", "11:05")],
+    }
+    shop.ingest([ev("page_view", f"01 {t}", client_id=cid)
+                 for cid, visits in devices.items() for visit in visits for t in visit])
+    shop.transform()
+    assert {cid: len(shop.sessions(cid)) for cid in devices} == {
+        cid: len(visits) for cid, visits in devices.items()}
+
+    shop.ingest([
+        ev("page_view", "01 10:34:59", client_id="after-2959"),
+        ev("page_view", "01 10:35:00", client_id="after-3000"),
+        ev("page_view", "01 10:35:01", client_id="after-3001"),
+        ev("page_view", "01 10:35:00", client_id="bridge"),
+        ev("page_view", "01 10:30:00", client_id="before-3000"),
+        ev("page_view", "01 10:29:59", client_id="before-3001"),
+    ])
+    shop.transform()
+    # a third run extends the re-opened session again, exactly 30:00 after its new end
+    shop.ingest([ev("page_view", "01 11:05:00", client_id="after-3000")])
+    shop.transform()
+
+    def shape(cid: str) -> list[tuple[str, str, int]]:
+        return [(s["started_at"].strftime("%H:%M:%S"), s["ended_at"].strftime("%H:%M:%S"),
+                 s["events"]) for s in shop.sessions(cid)]
+
+    incremental = {cid: shape(cid) for cid in devices}
+    assert incremental == {
+        "after-2959": [("10:00:00", "10:34:59", 3)],
+        "after-3000": [("10:00:00", "11:05:00", 4)],
+        "after-3001": [("10:00:00", "10:05:00", 2), ("10:35:01", "10:35:01", 1)],
+        "bridge": [("10:00:00", "11:10:00", 5)],
+        "before-3000": [("10:30:00", "11:05:00", 3)],
+        "before-3001": [("10:29:59", "10:29:59", 1), ("11:00:00", "11:05:00", 2)],
+    }
+    marts = shop.snapshot()
+    shop.transform(full_refresh=True)
+    assert {cid: shape(cid) for cid in devices} == incremental
+    assert shop.snapshot() == marts
+
+
 def test_late_login_of_another_account_splits_a_session(shop: Shop):
     shop.ingest([
         ev("page_view", "01 10:00", client_id="tablet", user_id="MUM"),
