@@ -4,7 +4,9 @@ crm.public_devices, crm.user_id_history) are checked scenario by scenario."""
 
 from __future__ import annotations
 
+import csv
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +18,8 @@ from crm.transform import TransformError, transform
 from tests.warehouse import Warehouse, ev, person_id
 
 pytestmark = pytest.mark.slow
+
+BLOCKLIST = Path(__file__).resolve().parents[1] / "dbt" / "seeds" / "identifier_blocklist.csv"
 
 
 
@@ -228,6 +232,55 @@ def test_junk_identifiers_are_treated_as_absent(identity: Identity):
     assert identity.scalar("select count(*) from intermediate.int_event_person "
                            "where resolved_by = 'unidentified'") == len(junk)
     assert identity.scalar("select count(*) from crm.public_devices") == 0
+
+
+# Placeholders real shops send, which the seed must keep blocking: a test written from the
+# seed alone would lose its case together with a deleted row.
+WELL_KNOWN_PLACEHOLDERS = [("email", "test@example.com"), ("phone", "79999999999"),
+                           ("push_token", "blacklisted")]
+
+
+def test_placeholder_emails_phones_and_push_tokens_of_the_seed_link_nobody(identity: Identity):
+    """Every e-mail, phone and push-token row of the blocklist seed (and the well-known
+    placeholders), carried by three guest devices each (under the max_devices_per_identifier
+    guard, so only the seed keeps them apart): no two of the devices become one person, and
+    no mart shows the placeholder."""
+    with BLOCKLIST.open(newline="", encoding="utf-8") as f:
+        seed = [(r["identifier_type"], r["value"]) for r in csv.DictReader(f)]
+    placeholders = [(kind, value) for kind, value in seed
+                    if kind in ("email", "phone", "push_token")]
+    assert {kind for kind, _ in placeholders} == {"email", "phone", "push_token"}
+    placeholders += [p for p in WELL_KNOWN_PLACEHOLDERS if p not in placeholders]
+
+    devices: dict[tuple[str, str], list[str]] = {}
+    for n, (kind, value) in enumerate(placeholders):
+        cids = [f"{kind}-{n}-{k}" for k in range(3)]
+        if kind == "push_token":
+            events = [ev("page_view", f"0{k + 1} 10:00", client_id=cid, device_type="android",
+                         push_token=value) for k, cid in enumerate(cids)]
+        else:  # a guest checkout
+            events = [ev("order_complete", f"0{k + 1} 10:00", client_id=cid, order_id=cid,
+                         order_items=[{"product_id": "SKU-1", "quantity": 1, "price": 1}],
+                         **{kind: value}) for k, cid in enumerate(cids)]
+        # The collector refuses phones that cannot exist (70000000000...): those never reach
+        # the graph, so only the accepted values are this test's cases.
+        summary = ingest_items(events, database_url=identity.url, source="ingest:test",
+                               progress=False)
+        if summary.accepted:
+            assert summary.accepted == len(events), (kind, value)
+            devices[(kind, value)] = cids
+    assert set(WELL_KNOWN_PLACEHOLDERS) <= set(devices), devices
+    identity.transform()
+
+    for (kind, value), cids in devices.items():
+        people = [identity.person_of(cid) for cid in cids]
+        assert people == [{person_id(f"client_id:{cid}")} for cid in cids], (kind, value)
+    assert identity.scalar("select count(*) from crm.users") == sum(map(len, devices.values()))
+    values = [value for _, value in devices]
+    assert identity.rows("select email, phone from crm.users where email = any(%s) "
+                         "or phone = any(%s)", values, values) == []
+    assert identity.rows("select push_token from crm.push_tokens where push_token = any(%s)",
+                         values) == []
 
 
 def test_email_and_phone_are_normalised_before_matching(identity: Identity):
