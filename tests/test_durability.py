@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
@@ -33,11 +34,10 @@ def test_sigkill_right_after_acknowledgement_loses_nothing(collector, db):
                 with lock:
                     acked.extend(e["event_id"] for e in events)
 
-    threads = [threading.Thread(target=client, args=(10,)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # .result() re-raises a worker's failed assertion here: a bare thread would only warn.
+    with ThreadPoolExecutor(4) as pool:
+        for future in [pool.submit(client, 10) for _ in range(4)]:
+            future.result()
     collector.kill()  # SIGKILL the moment the last answer arrived: no graceful flush
     assert len(acked) == 800
     stored = _stored(db, acked)
@@ -71,21 +71,25 @@ def test_database_restart_during_load(collector, postgres):
                         with lock:
                             acked.extend(e["event_id"] for e in events)
                         break
-                    assert r.status_code == 503
+                    assert r.status_code == 503, (r.status_code, r.text)
                     assert r.headers["retry-after"]
                     time.sleep(float(r.headers["retry-after"]) / 4)
+                else:
+                    raise AssertionError("a batch was never acknowledged after the restart")
 
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(1.5)
-    postgres.stop(mode="fast")  # drops every connection mid-flight
-    time.sleep(2.5)
-    postgres.start()
-    time.sleep(3)
-    stop.set()
-    for t in threads:
-        t.join(60)
+    # The workers' failures are re-raised by .result() below, in the test's own thread.
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client) for _ in range(4)]
+        try:
+            time.sleep(1.5)
+            postgres.stop(mode="fast")  # drops every connection mid-flight
+            time.sleep(2.5)
+            postgres.start()
+            time.sleep(3)
+        finally:
+            stop.set()  # whatever happened, let the workers end
+        for future in futures:
+            future.result(timeout=60)
     assert 503 in statuses, "clients should have been told to retry"
     assert statuses.count(202) > 10
     with psycopg.connect(postgres.url(), autocommit=True) as conn:
