@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from collector import jsonparse
 from collector.storage import Submission
 from collector.validation import Rejection, validate_events
 from collector.writer import DatabaseUnavailable, EventWriter
@@ -82,13 +82,16 @@ async def _ingest(
         ):
             with attempt:
                 await writer.submit(sub)
+        # Events the database refused although valid are rejections too (see storage.write).
+        summary.accepted -= len(sub.refused)
+        summary.rejected += len(sub.refused)
 
     try:
         offset = 0
         for chunk in _chunks(items, CHUNK):
             events, rejections = _validate(chunk, offset)
             offset += len(chunk)
-            sub = Submission(events, rejections, source, dt.datetime.now(dt.UTC))
+            sub = Submission(events, rejections, source, dt.datetime.now(dt.UTC), scope="ingest")
             inflight.add(asyncio.create_task(store(sub)))
             summary.accepted += len(events)
             summary.rejected += len(rejections)
@@ -131,8 +134,8 @@ def _lines(stream: BinaryIO, on_bytes=None) -> Iterator[Any]:
         if not line.strip():
             continue
         try:
-            yield orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            yield jsonparse.loads(line)
+        except ValueError as exc:  # orjson.JSONDecodeError, or nesting too deep
             yield _NotJson(line_no, line.rstrip(b"\r\n"), str(exc))
 
 

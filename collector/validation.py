@@ -26,10 +26,12 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from collector import jsonparse
 from collector.catalogue import ALIASES, AnyEvent, EventEnvelope, validation_context
 
 __all__ = [
     "EVENT_ID_NAMESPACE",
+    "MAX_EVENT_BYTES",
     "BodyError",
     "Event",
     "Rejection",
@@ -41,6 +43,11 @@ __all__ = [
 # Fixed forever: changing it would give every re-imported event a new id (duplicates).
 EVENT_ID_NAMESPACE = uuid.UUID("c4aa9c17-555b-4da7-82e4-b4b7a65bd555")
 _NS_BYTES = EVENT_ID_NAMESPACE.bytes
+
+# Segment's limit per event: one event is a page of data, not a file upload.
+MAX_EVENT_BYTES = 32 * 1024
+# orjson serialises at most 254 levels of nesting; deeper items cannot be stored.
+MAX_DEPTH = 254
 
 _ONE: TypeAdapter[EventEnvelope] = TypeAdapter(AnyEvent)
 _MANY: TypeAdapter[list[EventEnvelope]] = TypeAdapter(list[AnyEvent])
@@ -60,6 +67,8 @@ class Event:
     email: str | None  # trimmed, lower-cased
     phone: str | None  # E.164 digits without '+', e.g. '79161234567'
     payload: dict  # the original event object exactly as received
+    payload_json: str  # `payload` serialised once, checked storable (see `_storable`)
+    index: int  # position in the submitted batch
 
 
 @dataclass(slots=True)
@@ -93,8 +102,8 @@ def parse_body(body: bytes) -> list[Any]:
     not JSON, a JSON scalar, or an empty batch.
     """
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        data = jsonparse.loads(body)
+    except ValueError as exc:  # orjson.JSONDecodeError, or nesting too deep for the slow path
         if not bytes(body).strip():
             raise BodyError("empty body: expected an event, an array of events or "
                             '{"batch": [...]}') from None
@@ -175,13 +184,16 @@ def _messages(exc: ValidationError, item: Any, in_list: bool) -> dict[int, list[
     return out
 
 
-def validate_events(items: list[Any], received_at: datetime) -> tuple[list[Event], list[Rejection]]:
+def validate_events(
+    items: list[Any], received_at: datetime, *, max_event_bytes: int = MAX_EVENT_BYTES
+) -> tuple[list[Event], list[Rejection]]:
     """Validate each item independently: valid ones become `Event`s, the others `Rejection`s.
 
-    `received_at` bounds `timestamp` (at most 365 days after it). Fast path: the whole list in
-    one pydantic-core call; when some items fail, the others are validated again without them,
-    so one bad event never costs the others. Items are expected to be JSON values (as from
-    `parse_body` / orjson); an object JSON cannot carry is rejected, not raised.
+    `received_at` bounds `timestamp` (at most 365 days after it). An event must also be
+    storable as sent (`_storable`) and at most `max_event_bytes` as JSON. Fast path: the
+    whole list in one pydantic-core call; when some items fail, the others are validated
+    again without them, so one bad event never costs the others. Items are expected to be
+    JSON values (as from `parse_body`); an object JSON cannot carry is rejected, not raised.
     """
     if not isinstance(items, list):
         items = list(items)
@@ -205,19 +217,63 @@ def validate_events(items: list[Any], received_at: datetime) -> tuple[list[Event
                     models[i] = _ONE.validate_python(items[i], context=context)
                 except ValidationError as exc_one:
                     bad[i] = _messages(exc_one, items[i], in_list=False)[0]
-        return _build(items, models, bad)
-    return _build(items, models, {})
+        return _build(items, models, bad, max_event_bytes)
+    return _build(items, models, {}, max_event_bytes)
+
+
+def _unstorable(item: Any, exc: Exception | None) -> str:
+    """Name what makes `item` impossible to store exactly, with the field's path."""
+    found = jsonparse.find(item, lambda v: isinstance(v, jsonparse.InexactNumber))
+    if found:
+        return (f"{_printable(found[0])}: number {found[1].text} cannot be stored exactly "
+                "(beyond a 64-bit integer or a double's precision); send it as a string")
+    found = jsonparse.find(item, lambda v: isinstance(v, str) and "\x00" in v)
+    if found:
+        return (f"{_printable(found[0])}: contains a NUL character (\\u0000), "
+                "which cannot be stored")
+    if exc is not None and "recursion" in str(exc).lower():
+        field = "item"
+        if isinstance(item, dict):  # name the top-level field that is too deep
+            for key, value in item.items():
+                try:
+                    orjson.dumps(value)
+                except TypeError:
+                    field = _printable(str(key))
+                    break
+        return f"{field}: nested deeper than {MAX_DEPTH} levels"
+    return "item: not representable as JSON"
+
+
+def _printable(text: str) -> str:
+    return text.replace("\x00", "\\u0000")
+
+
+def _storable(item: Any, max_bytes: int) -> tuple[str | None, str | None]:
+    """(JSON text of `item`, None) if it can be stored as sent, else (None, the error)."""
+    try:
+        data = orjson.dumps(item)
+    except TypeError as exc:  # orjson.JSONEncodeError: too deep, an InexactNumber, not JSON
+        return None, _unstorable(item, exc)
+    if b"\\u0000" in data:  # PostgreSQL's text and jsonb cannot hold U+0000
+        return None, _unstorable(item, None)
+    if len(data) > max_bytes:
+        return None, f"item: {len(data)} bytes as JSON, over the limit of {max_bytes} per event"
+    return data.decode(), None
 
 
 def _build(
-    items: list[Any], models: list[Any], bad: dict[int, list[str]]
+    items: list[Any], models: list[Any], bad: dict[int, list[str]], max_event_bytes: int
 ) -> tuple[list[Event], list[Rejection]]:
     events: list[Event] = []
     rejections: list[Rejection] = []
     aliases = ALIASES
     for i, (model, item) in enumerate(zip(models, items, strict=True)):
         if model is None:
-            rejections.append(Rejection(i, bad[i], item))
+            rejections.append(Rejection(i, [_printable(e) for e in bad[i]], item))
+            continue
+        payload_json, error = _storable(item, max_event_bytes)
+        if error is not None:
+            rejections.append(Rejection(i, [error], item))
             continue
         try:
             event_id = derive_event_id(model.event_id, item)
@@ -237,6 +293,8 @@ def _build(
                 model.email,
                 model.phone,
                 item,
+                payload_json,
+                i,
             )
         )
     return events, rejections

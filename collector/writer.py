@@ -148,21 +148,20 @@ class EventWriter:
         started = time.perf_counter()
         try:
             conn = await lane.connection()
-            await storage.ensure_partitions(conn, lane.partitions, storage.event_days(subs))
+            await storage.ensure_partitions(conn, lane.partitions, storage.received_days(subs))
             await storage.write(conn, subs)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            # Connection lost or refused: whether the commit happened is unknown, so the
-            # clients retry and the primary key makes the retry harmless.
+        except Exception as exc:
+            down = storage.server_failure(exc, lane.conn) or isinstance(exc, OSError)
             await lane.drop()
-            self._down_until = time.monotonic() + self.retry_after
-            metrics.FLUSH_FAILURES.inc()
-            metrics.DATABASE_UP.set(0)
-            for p in batch:
-                if not p.done.done():
-                    p.done.set_exception(DatabaseUnavailable(str(exc).strip() or "unreachable"))
-            return
-        except Exception as exc:  # a bug or a constraint we did not expect: fail these requests
-            await lane.drop()
+            if down:
+                # Connection lost, refused or the server overloaded: whether the commit
+                # happened is unknown, so the clients retry and the event keys make the
+                # retry harmless.
+                self._down_until = time.monotonic() + self.retry_after
+                metrics.FLUSH_FAILURES.inc()
+                metrics.DATABASE_UP.set(0)
+                exc = DatabaseUnavailable(str(exc).strip() or "unreachable")
+            # Anything else is a bug, not data: storage.write isolates rows it refuses.
             for p in batch:
                 if not p.done.done():
                     p.done.set_exception(exc)

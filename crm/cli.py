@@ -126,6 +126,22 @@ def collector(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="Port to listen on."),
     max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted body (after gzip)."),
+    max_batch_events: int = typer.Option(1_000, help="Most events in one request."),
+    max_event_bytes: int = typer.Option(32 * 1024, help="Largest event, as JSON."),
+    max_listed_rejections: int = typer.Option(
+        100, help="Rejections of one request stored and answered one by one; one row sums up "
+        "the rest."
+    ),
+    body_timeout: float = typer.Option(10.0, help="Seconds to receive a whole body."),
+    head_timeout: float = typer.Option(10.0, help="Seconds to receive a request's headers."),
+    max_head_bytes: int = typer.Option(16 * 1024, help="Largest request line + headers."),
+    max_headers: int = typer.Option(100, help="Most request headers."),
+    keepalive: float = typer.Option(5.0, help="Seconds an idle keep-alive connection stays."),
+    max_connections: int = typer.Option(2_000, help="Open connections before 503."),
+    metrics_token: str = typer.Option(
+        None, envvar="CRM_METRICS_TOKEN", show_default=False,
+        help="Bearer token for GET /metrics (off without one).",
+    ),
     max_wait_ms: float = typer.Option(2.0, help="Longest a request waits to share a commit."),
     max_flush_events: int = typer.Option(
         1_000, help="Most events in one commit; smaller flushes overlap better on 2 lanes."
@@ -135,8 +151,14 @@ def collector(
     """Run the HTTP collector (POST /v1/events, /v1/tracker.js, /healthz, /metrics)."""
     from collector.app import CollectorConfig, serve
 
-    config = CollectorConfig(_migrated_url(), max_body_bytes=max_body_bytes,
-                             max_wait_ms=max_wait_ms, max_flush_events=max_flush_events)
+    config = CollectorConfig(
+        _migrated_url(), max_body_bytes=max_body_bytes, max_batch_events=max_batch_events,
+        max_event_bytes=max_event_bytes, max_listed_rejections=max_listed_rejections,
+        body_timeout_seconds=body_timeout, head_timeout_seconds=head_timeout,
+        max_head_bytes=max_head_bytes, max_headers=max_headers, keepalive_seconds=keepalive,
+        max_connections=max_connections, metrics_token=metrics_token,
+        max_wait_ms=max_wait_ms, max_flush_events=max_flush_events,
+    )
     console.print(f"collector listening on http://{host}:{port}")
     serve(config, host, port, workers)
 

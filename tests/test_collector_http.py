@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from crm import keys
-from tests.events import batch, now_iso, page_view
+from tests.events import batch, page_view
 
 
 def count(db: psycopg.Connection, sql: str, *params) -> int:
@@ -165,16 +165,29 @@ def test_events_without_an_id_get_a_stable_one(collector, db):
     assert len(rows) == 1 and isinstance(rows[0][0], uuid.UUID)
 
 
-def test_late_and_future_events_get_partitions_on_demand(collector, db):
-    old = page_view(timestamp="1997-03-14T09:30:00Z")
-    future = page_view(timestamp=now_iso(dt.timedelta(days=200)))
-    r = collector.post([old, future])
-    assert r.json() == {"accepted": 2, "rejected": []}
-    parts = {p for (p,) in db.execute(
+def _partitions(db: psycopg.Connection) -> set[str]:
+    return {p for (p,) in db.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'raw.events'::regclass")}
-    future_day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=200)).strftime("%Y%m%d")
-    assert "events_19970314" in parts and f"events_{future_day}" in parts
+
+
+def test_timestamps_on_many_days_create_no_partitions(collector, db):
+    """Partitions follow the received day: a request naming 1,000 distinct days (the most one
+    request may carry), from 1997 to 200 days ahead, creates none and lands in today's."""
+    before = _partitions(db)
+    now = dt.datetime.now(dt.UTC)
+    days = [now - dt.timedelta(days=d) for d in range(1, 998)]
+    days += [dt.datetime(1997, 3, 14, 9, 30, tzinfo=dt.UTC), now + dt.timedelta(days=200), now]
+    events = [page_view(timestamp=d.isoformat()) for d in days]
+    r = collector.post(events)
+    assert r.json() == {"accepted": 1000, "rejected": []}
+    assert _partitions(db) - before <= {f"events_{dt.datetime.now(dt.UTC):%Y%m%d}"}
+    ids = [e["event_id"] for e in events]
+    homes = {t for (t,) in db.execute(
+        "SELECT DISTINCT tableoid::regclass::text FROM raw.events WHERE event_id = ANY(%s::uuid[])",
+        (ids,))}
+    assert len(homes) == 1 and homes <= {f"raw.events_{r_day:%Y%m%d}" for r_day in
+                                         (now, dt.datetime.now(dt.UTC))}
 
 
 def test_cors_per_write_key(collector_factory):
@@ -194,22 +207,52 @@ def test_cors_per_write_key(collector_factory):
     assert denied.status_code == 403
 
 
-def test_health_metrics_tracker_and_openapi(collector):
-    assert httpx.get(f"{collector.url}/healthz").json()["database"] == "reachable"
-    collector.post(batch(3))
-    collector.post([page_view(event="teleport")])
-    text = httpx.get(f"{collector.url}/metrics").text
-    assert "crm_events_accepted_total" in text and "crm_events_rejected_total" in text
-    assert "crm_flush_seconds_bucket" in text and "crm_flush_events_count" in text
-    js = httpx.get(f"{collector.url}/v1/tracker.js")
+METRICS_TOKEN = "scrape-secret-123"
+
+
+def _scrape(c, token: str | None = METRICS_TOKEN) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(f"{c.url}/metrics", headers=headers)
+
+
+def _metric(text: str, name: str) -> float:
+    """Sum of a metric's samples (over labels and worker processes)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((name + " ", name + "{")))
+
+
+def test_health_metrics_tracker_and_openapi(collector_factory):
+    c = collector_factory(extra_args=["--metrics-token", METRICS_TOKEN])
+    assert httpx.get(f"{c.url}/healthz").json()["database"] == "reachable"
+    assert c.post(batch(3)).status_code == 202
+    assert c.post([page_view(event="teleport")]).status_code == 202
+    text = _scrape(c).text
+    # Exactly what this process served: a fresh process would show zeros.
+    assert _metric(text, "crm_events_accepted_total") == 3
+    assert _metric(text, "crm_events_rejected_total") == 1
+    assert _metric(text, "crm_flush_events_count") >= 1
+    assert "crm_flush_seconds_bucket" in text
+    js = httpx.get(f"{c.url}/v1/tracker.js")
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     assert 0 < len(js.content) < 5_000
-    doc = httpx.get(f"{collector.url}/openapi.json").json()
+    doc = httpx.get(f"{c.url}/openapi.json").json()
     assert "/v1/events" in doc["paths"]
 
 
+def test_metrics_need_their_own_token_and_name_no_keys(collector_factory, collector):
+    c = collector_factory(extra_args=["--metrics-token", METRICS_TOKEN])
+    assert c.post(batch(2)).status_code == 202
+    assert _scrape(c, None).status_code == 401
+    assert _scrape(c, "wrong").status_code == 401
+    assert _scrape(c, c.write_key).status_code == 401  # the public key opens nothing else
+    text = _scrape(c).text
+    key_name = c.write_key  # neither the key nor its name appear
+    assert key_name not in text and "test-" not in text and "http:" not in text
+    assert _scrape(collector).status_code == 404  # no token configured: no metrics at all
+
+
 def test_several_worker_processes_share_the_port_and_the_metrics(collector_factory, db):
-    c = collector_factory(extra_args=["--workers", "2"])
+    c = collector_factory(extra_args=["--workers", "2", "--metrics-token", METRICS_TOKEN])
     events = batch(60)
     with httpx.Client(headers={"X-Write-Key": c.write_key}) as http:
         for i in range(0, 60, 3):  # new connections, spread over both workers by the kernel
@@ -218,10 +261,6 @@ def test_several_worker_processes_share_the_port_and_the_metrics(collector_facto
             assert r.status_code == 202
     ids = [e["event_id"] for e in events]
     assert count(db, "SELECT count(*) FROM raw.events WHERE event_id = ANY(%s::uuid[])", ids) == 60
-    text = httpx.get(f"{c.url}/metrics").text
-    accepted = sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("crm_events_accepted_total{")
-    )
-    assert accepted == 60  # summed over both processes, whichever one answered the scrape
+    text = _scrape(c).text
+    # summed over both processes, whichever one answered the scrape
+    assert _metric(text, "crm_events_accepted_total") == 60
