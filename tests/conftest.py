@@ -25,6 +25,9 @@ from crm import keys
 from crm.db.embedded import EmbeddedPostgres
 from crm.db.migrate import migrate
 
+# pytest takes hooks from a conftest by name: the summary of required / optional components.
+from tests.requirements import pytest_terminal_summary  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
