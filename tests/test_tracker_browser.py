@@ -9,10 +9,13 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -249,3 +252,101 @@ def test_tracker_in_chromium(
     assert (cart["user_id"], cart["payload"]["quantity"]) == ("acct-42", 2)
     assert rows[-1]["event_type"] == "page_view"
     assert rows[-1]["payload"]["page_url"] == f"{site}/page1.html"
+
+
+RETRY_AFTER = 3  # seconds: longer than the tracker's first backoff (0.5-1.5 s)
+
+
+class _RefusingFront(http.server.BaseHTTPRequestHandler):
+    """The collector's address as the tracker sees it: answers the first POST with 503 and
+    Retry-After (and the CORS headers the collector sends, Retry-After exposed), forwards
+    every later one to the real collector. Records when each POST came and what it held."""
+
+    collector_url: str
+    posts: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        arrived = time.monotonic()
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        origin = self.headers.get("Origin", "")
+        post = {"arrived": arrived, "ids": [e["event_id"] for e in orjson.loads(body)]}
+        self.posts.append(post)
+        if len(self.posts) == 1:
+            status, answer = 503, b'{"error":"database unreachable, retry later"}'
+            headers = {"Retry-After": str(RETRY_AFTER), "Access-Control-Allow-Origin": origin,
+                       "Access-Control-Expose-Headers": "Retry-After"}
+        else:
+            r = httpx.post(f"{self.collector_url}{self.path}", content=body, timeout=30,
+                           headers={"Content-Type": self.headers["Content-Type"],
+                                    "Origin": origin})
+            status, answer = r.status_code, r.content
+            headers = {k: v for k, v in r.headers.items()
+                       if k.lower().startswith("access-control-")}
+        post["status"] = status
+        self.send_response(status)
+        for name, value in {**headers, "Content-Type": "application/json",
+                            "Content-Length": str(len(answer))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(answer)
+        self.wfile.flush()
+        post["answered"] = time.monotonic()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_tracker_waits_retry_after_then_delivers_once(
+    database_url: str, collector_factory: Callable[..., Any], shop_site: tuple[str, Path],
+    chromium: Path,
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    site, folder = shop_site
+    collector = collector_factory(allowed_origins=[site])
+    handler = type("Front", (_RefusingFront,), {"collector_url": collector.url, "posts": []})
+    front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    front_url = f"http://127.0.0.1:{front.server_address[1]}"
+    # tracker.js from the collector, events to the front (data-endpoint)
+    (folder / "shop.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Shop</title>"
+        f'<script async src="{collector.url}/v1/tracker.js" data-endpoint="{front_url}"'
+        f' data-write-key="{collector.write_key}"></script></head><body></body></html>',
+        encoding="utf-8",
+    )
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_context().new_page()
+                page.set_default_timeout(30_000)
+                page.goto(f"{site}/shop.html")  # the page_view goes at once: the 503
+                page.wait_for_function("() => !!(window.crm && window.crm.clientId)")
+                client_id = page.evaluate("crm.clientId()")
+                for _ in range(100):
+                    if handler.posts and "answered" in handler.posts[0]:
+                        break
+                    page.wait_for_timeout(50)
+                # tracked while waiting: its 1 s batching delay must not cut the wait short
+                search_id = page.evaluate("crm.track('search', {search_query: 'mugs'})")
+                page.wait_for_function(DRAINED, polling=100)
+                page.wait_for_timeout(1500)  # room for a stray extra send
+            finally:
+                browser.close()
+    finally:
+        front.shutdown()
+        front.server_close()
+
+    refused, *later = handler.posts
+    assert refused["status"] == 503
+    assert [p["status"] for p in later] == [202], "one retry, accepted"
+    (retry,) = later
+    waited = retry["arrived"] - refused["answered"]
+    assert waited >= RETRY_AFTER - 0.02, f"retried {waited:.2f} s after a Retry-After: 3"
+    # the refused events again, under the same event_ids, with the one tracked meanwhile
+    assert sorted(retry["ids"]) == sorted([*refused["ids"], search_id])
+
+    rows = _rows(database_url, client_id)
+    assert sorted(r["event_id"] for r in rows) == sorted(retry["ids"])  # each stored once
+    assert sorted(r["event_type"] for r in rows) == ["page_view", "search"]
