@@ -105,7 +105,7 @@ def setup(url: str, args: argparse.Namespace) -> None:
     from simulator import SimConfig, simulate
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE raw.events, raw.event_keys, raw.rejected_events")
+        conn.execute("TRUNCATE raw.events, raw.rejected_events")
         conn.execute("DROP TABLE IF EXISTS public.bench_increment")
         for schema in ("staging", "intermediate", "crm"):
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

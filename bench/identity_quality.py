@@ -112,7 +112,7 @@ def measure_quality(database_url: str, event_truth: pl.DataFrame) -> Quality:
 def reset_database(database_url: str) -> None:
     """Empty raw events and drop everything dbt built (a scratch database only!)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE raw.events, raw.event_keys, raw.rejected_events")
+        conn.execute("TRUNCATE raw.events, raw.rejected_events")
         for schema in ("staging", "intermediate", "crm"):
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
 
         migrate(url)
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("TRUNCATE raw.events, raw.event_keys, raw.rejected_events")
+            conn.execute("TRUNCATE raw.events, raw.rejected_events")
             for schema in ("staging", "intermediate", "crm"):
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 

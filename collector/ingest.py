@@ -91,7 +91,7 @@ async def _ingest(
         for chunk in _chunks(items, CHUNK):
             events, rejections = _validate(chunk, offset)
             offset += len(chunk)
-            sub = Submission(events, rejections, source, dt.datetime.now(dt.UTC), scope="ingest")
+            sub = Submission(events, rejections, source, dt.datetime.now(dt.UTC))
             inflight.add(asyncio.create_task(store(sub)))
             summary.accepted += len(events)
             summary.rejected += len(rejections)

@@ -64,6 +64,25 @@ def _document() -> dict[str, Any]:
         "required": ["accepted", "rejected"],
         "properties": {
             "accepted": {"type": "integer", "minimum": 0, "description": "Events stored."},
+            "rejected_omitted": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Rejected items beyond the first 100, counted but not listed "
+                "(present only when there are some).",
+            },
+            "duplicates": {
+                "type": "array",
+                "description": "Events repeated within this request: stored once (present "
+                "only when there are some).",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "duplicate_of"],
+                    "properties": {
+                        "index": {"type": "integer", "minimum": 0},
+                        "duplicate_of": {"type": "integer", "minimum": 0},
+                    },
+                },
+            },
             "rejected": {
                 "type": "array",
                 "items": {
@@ -172,7 +191,18 @@ def _document() -> dict[str, Any]:
                         "403": _error_response(
                             "The request's `Origin` is not allowed for this write key."
                         ),
-                        "413": _error_response("Body (or decompressed body) too large."),
+                        "408": _error_response(
+                            "Headers or body not received in time (10 s by default)."
+                        ),
+                        "413": _error_response(
+                            "Body (or decompressed body) over 1 MB, or more than 1,000 events "
+                            "in one request (both configurable). One event may be at most "
+                            "32 KB as JSON; a larger one is rejected in `rejected`."
+                        ),
+                        "431": {
+                            "description": "Request headers over 16 KB or more than 100 "
+                            "(plain text; the connection is closed)."
+                        },
                         "503": _error_response(
                             "Overloaded or storage unavailable; retry after `Retry-After`.",
                             headers=retry_after,
@@ -209,12 +239,14 @@ def _document() -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "operationId": "metrics",
-                    "summary": "Prometheus metrics",
+                    "summary": "Prometheus metrics (`Authorization: Bearer <metrics token>`)",
                     "responses": {
                         "200": {
                             "description": "Prometheus text exposition format.",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        "401": _error_response("Missing or wrong metrics token."),
+                        "404": _error_response("No metrics token configured: metrics off."),
                     },
                 }
             },

@@ -1,10 +1,13 @@
 """Writes validated events to `raw.events` and refusals to `raw.rejected_events`.
 
-One flush is one transaction. `raw.event_keys` holds one row per (scope, event_id) ever stored:
-inserting a flush's keys with ON CONFLICT DO NOTHING returns the ones that are new, and only
-those events are copied into `raw.events`, so a retry is stored once however late it comes.
-The scope is the write key (or `ingest` for files): one source can never shadow another's
-event by reusing its id.
+One flush is one transaction. An event is stored once per (event_id, scope), where the scope
+is the write key (or `ingest` for files): one source can never shadow another's event by
+reusing its id. `raw.events` is partitioned by received day and keyed by
+(event_id, scope, received_day), so a retry received on the same day hits the key: the fast
+path is a plain COPY inside a savepoint, and only a flush that meets a stored event falls back
+to COPY into a temporary table plus `INSERT ... ON CONFLICT DO NOTHING`. A retry received on
+a later day can only be an event whose timestamp is older than the day; those few are looked
+up in the previous `LOOKBACK_DAYS` partitions first.
 
 A flush that PostgreSQL refuses because of its data (something validation let through) is
 isolated: each request is written on its own, and within a request the failing events are
@@ -21,22 +24,35 @@ from dataclasses import dataclass, field
 
 import orjson
 import psycopg
+from psycopg import errors
 
 from collector import metrics
 from collector.validation import Event, Rejection
 
 EVENT_COLUMNS = (
     "event_id, event_type, event_ts, received_at, client_id, user_id, device_type, "
-    "push_token, email, phone, source, payload"
+    "push_token, email, phone, source, payload, received_day"
 )
 REJECT_COLUMNS = "received_at, source, batch_index, errors, payload, raw_text"
-KEYS_SQL = (
-    "INSERT INTO raw.event_keys (scope, event_id) SELECT * FROM unnest(%b::text[], %b::uuid[]) "
-    "ON CONFLICT DO NOTHING RETURNING scope, event_id"
+# How far back a retry is recognised across days (a mobile app may queue events offline).
+LOOKBACK_DAYS = 7
+# An event stamped up to this long after midnight may still have been received the day
+# before, by a device whose clock runs a little fast.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+STORED_EARLIER_SQL = (
+    "SELECT e.event_id, e.scope FROM raw.events e "
+    "JOIN unnest(%b::uuid[], %b::text[]) AS k(event_id, scope) "
+    "ON e.event_id = k.event_id AND e.scope = k.scope "
+    "WHERE e.received_day >= %b AND e.received_day < %b"
 )
 # SQLSTATE classes that say the server, not the data, is the problem: connection exceptions,
 # insufficient resources (memory, disk, lock table, connections), operator intervention.
 SERVER_STATES = ("08", "53", "57")
+
+
+def scope_of(source: str) -> str:
+    """The deduplication scope of a source (the same rule as raw.events.scope)."""
+    return source if source.startswith("http:") else "ingest"
 
 
 @dataclass(slots=True)
@@ -47,12 +63,12 @@ class Submission:
     rejections: list[Rejection]
     source: str
     received_at: dt.datetime
-    scope: str = ""  # deduplication scope; the source when empty
     # Events PostgreSQL refused although they passed validation (filled in by the writer).
     refused: list[Rejection] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.scope = self.scope or self.source
+    @property
+    def received_day(self) -> dt.date:
+        return self.received_at.astimezone(dt.UTC).date()
 
 
 def server_failure(exc: BaseException, conn: psycopg.AsyncConnection | None) -> bool:
@@ -68,10 +84,10 @@ def server_failure(exc: BaseException, conn: psycopg.AsyncConnection | None) -> 
     return state.startswith(SERVER_STATES)
 
 
-def _event_row(e: Event, s: Submission) -> tuple:
+def _event_row(e: Event, s: Submission, day: dt.date) -> tuple:
     return (
         e.event_id, e.event_type, e.event_ts, s.received_at, e.client_id, e.user_id,
-        e.device_type, e.push_token, e.email, e.phone, s.source, e.payload_json,
+        e.device_type, e.push_token, e.email, e.phone, s.source, e.payload_json, day,
     )
 
 
@@ -98,7 +114,7 @@ def _rejection_row(r: Rejection, s: Submission) -> tuple:
 
 
 def received_days(subs: Iterable[Submission]) -> set[dt.date]:
-    return {s.received_at.date() for s in subs}
+    return {s.received_day for s in subs}
 
 
 class PartitionCache:
@@ -137,7 +153,12 @@ async def ensure_partitions(
 
 
 async def prepare(conn: psycopg.AsyncConnection) -> None:
-    """Per-connection set-up (none needed today; kept as the place for it)."""
+    """Per-connection set-up: the fallback table for flushes that contain retries."""
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS incoming_events ON COMMIT DELETE ROWS AS "
+        f"SELECT {EVENT_COLUMNS} FROM raw.events WITH NO DATA"
+    )
+    await conn.commit()
 
 
 async def write(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> int:
@@ -183,29 +204,51 @@ async def _bisect(
 
 async def _store_events(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> int:
     rows: list[tuple] = []
-    scopes: list[str] = []
-    ids: list = []
-    seen: set[tuple[str, object]] = set()
+    keys: list[tuple] = []
+    late: list[int] = []  # rows that may be retries of an event received on an earlier day
+    seen: set[tuple] = set()
     for s in subs:
+        scope, day = scope_of(s.source), s.received_day
+        day_began = dt.datetime.combine(day, dt.time(), dt.UTC) + CLOCK_SKEW
         for e in s.events:
-            key = (s.scope, e.event_id)
+            key = (e.event_id, scope)
             if key in seen:  # two requests of one flush carrying the same event: one row
                 continue
             seen.add(key)
-            rows.append(_event_row(e, s))
-            scopes.append(s.scope)
-            ids.append(e.event_id)
+            if e.event_ts < day_began:
+                late.append(len(rows))
+            rows.append(_event_row(e, s, day))
+            keys.append(key)
+    if late:
+        stored = await _stored_earlier(conn, [keys[i] for i in late], min(received_days(subs)))
+        if stored:
+            rows = [row for row, key in zip(rows, keys, strict=True) if key not in stored]
     if not rows:
         return 0
-    cur = await conn.execute(KEYS_SQL, (scopes, ids))
-    new = await cur.fetchall()
-    if len(new) < len(rows):  # some are retries of stored events: copy only the others
-        fresh = set(new)
-        rows = [row for row, key in zip(rows, zip(scopes, ids, strict=True), strict=True)
-                if key in fresh]
-    if rows:
-        await _copy(conn, f"COPY raw.events ({EVENT_COLUMNS}) FROM STDIN", rows)
-    return len(rows)
+    try:
+        async with conn.transaction():  # a savepoint: a retry only undoes this COPY
+            await _copy(conn, f"COPY raw.events ({EVENT_COLUMNS}) FROM STDIN", rows)
+        return len(rows)
+    except errors.UniqueViolation:
+        pass
+    await _copy(conn, f"COPY incoming_events ({EVENT_COLUMNS}) FROM STDIN", rows)
+    cur = await conn.execute(
+        f"INSERT INTO raw.events ({EVENT_COLUMNS}) "
+        f"SELECT {EVENT_COLUMNS} FROM incoming_events ON CONFLICT DO NOTHING"
+    )
+    await conn.execute("DELETE FROM incoming_events")
+    return cur.rowcount
+
+
+async def _stored_earlier(
+    conn: psycopg.AsyncConnection, keys: list[tuple], day: dt.date
+) -> set[tuple]:
+    """Which of `keys` were received in the `LOOKBACK_DAYS` days before `day`."""
+    cur = await conn.execute(
+        STORED_EARLIER_SQL,
+        ([k[0] for k in keys], [k[1] for k in keys], day - dt.timedelta(days=LOOKBACK_DAYS), day),
+    )
+    return set(await cur.fetchall())
 
 
 async def _store_rejections(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> None:

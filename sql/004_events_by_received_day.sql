@@ -7,13 +7,13 @@
 -- incremental dbt reads by received_at prune to the newest partitions; and retention drops
 -- whole received days (docs/collector.md).
 --
--- Deduplication moves to raw.event_keys: a primary key on a partitioned table must contain
--- the partition key, and a retry has a new received_at. One row per (scope, event_id) ever
--- stored; scope is the write key ('http:<name>') or 'ingest' for files, so one source never
--- shadows another's event.
+-- Deduplication is per source: the key is (event_id, scope, received_day), where the scope is
+-- the write key ('http:<name>') or 'ingest' for files and imports, so one source never
+-- shadows another's event. A retry received on the same day hits the key; one received on a
+-- later day is found by the collector's look-back over recent days (collector/storage.py).
 
-DROP INDEX IF EXISTS raw.events_received_at_brin;
 ALTER TABLE raw.events RENAME TO events_by_event_day;
+ALTER INDEX IF EXISTS raw.events_received_at_brin RENAME TO events_by_event_day_brin;
 
 DO $$
 DECLARE r record;
@@ -28,36 +28,33 @@ END;
 $$;
 
 CREATE TABLE raw.events (
-    event_id    uuid        NOT NULL,
-    event_type  text        NOT NULL,
-    event_ts    timestamptz NOT NULL,
-    received_at timestamptz NOT NULL,
-    client_id   text,
-    user_id     text,
-    device_type text,
-    push_token  text,
-    email       text,
-    phone       text,
-    source      text        NOT NULL,
-    payload     jsonb       NOT NULL
-) PARTITION BY RANGE (received_at);
+    event_id     uuid        NOT NULL,
+    event_type   text        NOT NULL,
+    event_ts     timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL,
+    client_id    text,
+    user_id      text,
+    device_type  text,
+    push_token   text,
+    email        text,
+    phone        text,
+    source       text        NOT NULL,
+    payload      jsonb       NOT NULL,
+    -- The partition key: the UTC day of received_at.
+    received_day date        NOT NULL,
+    -- The deduplication scope: the write key for HTTP, one scope for every file load.
+    scope        text        NOT NULL
+        GENERATED ALWAYS AS (CASE WHEN source LIKE 'http:%' THEN source ELSE 'ingest' END)
+        STORED,
+    CHECK (received_day = (received_at AT TIME ZONE 'UTC')::date),
+    PRIMARY KEY (event_id, scope, received_day)
+) PARTITION BY RANGE (received_day);
 
 COMMENT ON TABLE raw.events IS
     'Accepted tracking events, partitioned by received day: normalised envelope columns plus '
-    'the original event in payload. Unique per (scope, event_id) through raw.event_keys.';
+    'the original event in payload. Stored once per (event_id, scope).';
 
 CREATE INDEX events_received_at_brin ON raw.events USING brin (received_at);
-
-CREATE TABLE raw.event_keys (
-    scope       text        NOT NULL,
-    event_id    uuid        NOT NULL,
-    received_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (scope, event_id)
-);
-
-COMMENT ON TABLE raw.event_keys IS
-    'One row per stored event: the collector stores an event only if its (scope, event_id) '
-    'is new here. Rows older than the retry window may be deleted (docs/collector.md).';
 
 -- Same signature as before; the partitions now cover received days.
 CREATE OR REPLACE FUNCTION raw.ensure_event_partitions(first_day date, last_day date)
@@ -79,7 +76,7 @@ BEGIN
         IF to_regclass(format('raw.%I', part)) IS NULL THEN
             EXECUTE format(
                 'CREATE TABLE raw.%I PARTITION OF raw.events FOR VALUES FROM (%L) TO (%L)',
-                part, d::text || ' 00:00:00+00', (d + 1)::text || ' 00:00:00+00');
+                part, d, d + 1);
             created := created + 1;
         END IF;
         d := d + 1;
@@ -102,23 +99,12 @@ $$;
 SELECT raw.ensure_event_partitions(
     (now() AT TIME ZONE 'UTC')::date - 1, (now() AT TIME ZONE 'UTC')::date + 7);
 
-INSERT INTO raw.event_keys (scope, event_id, received_at)
-SELECT DISTINCT ON (scope, event_id) scope, event_id, received_at
-FROM (
-    SELECT CASE WHEN source LIKE 'http:%' THEN source ELSE 'ingest' END AS scope,
-           event_id, received_at
-    FROM raw.events_by_event_day
-) k
-ORDER BY scope, event_id, received_at;
-
-INSERT INTO raw.events
-SELECT DISTINCT ON (scope, e.event_id) e.event_id, e.event_type, e.event_ts, e.received_at,
-       e.client_id, e.user_id, e.device_type, e.push_token, e.email, e.phone, e.source,
-       e.payload
-FROM (
-    SELECT *, CASE WHEN source LIKE 'http:%' THEN source ELSE 'ingest' END AS scope
-    FROM raw.events_by_event_day
-) e
-ORDER BY scope, e.event_id, e.received_at;
+INSERT INTO raw.events (event_id, event_type, event_ts, received_at, client_id, user_id,
+                        device_type, push_token, email, phone, source, payload, received_day)
+SELECT event_id, event_type, event_ts, received_at, client_id, user_id, device_type,
+       push_token, email, phone, source, payload, (received_at AT TIME ZONE 'UTC')::date
+FROM raw.events_by_event_day
+ORDER BY received_at
+ON CONFLICT DO NOTHING;
 
 DROP TABLE raw.events_by_event_day;

@@ -425,13 +425,17 @@ def test_incremental_event_person_follows_every_kind_of_change(identity: Identit
     assert set(identity.event_person(client_id="laptop")) == {person_id("client_id:laptop")}
 
     # run 3: a copy of fam's 10:20 event received a second before the stored one (it
-    # committed later) with another client time, 10:12: it replaces the stored copy and
+    # committed later) with another client time, 10:12, from another source (the same
+    # source's copy would be refused by raw.events' key): it replaces the stored copy and
     # moves into U-A's part of fam's timeline; plus a new anonymous event there
     with psycopg.connect(identity.url, autocommit=True) as conn:
         conn.execute("""
             insert into raw.events
+            (event_id, event_type, event_ts, received_at, client_id, user_id, device_type,
+             push_token, email, phone, source, payload, received_day)
             select event_id, event_type, '2026-09-01 10:12:00+00', received_at - interval '1 s',
-                client_id, user_id, device_type, push_token, email, phone, source, payload
+                client_id, user_id, device_type, push_token, email, phone, 'http:replay',
+                payload, ((received_at - interval '1 s') at time zone 'UTC')::date
             from raw.events
             where client_id = 'fam' and event_ts = '2026-09-01 10:20:00+00'""")
     identity.ingest([ev("page_view", "01 10:30", client_id="fam")])
