@@ -169,9 +169,12 @@ def main(argv: list[str] | None = None) -> None:
         build(url, work, "incremental, nothing new", False, args.everything, args.top)
         with psycopg.connect(url, autocommit=True) as conn:
             n = conn.execute(
-                "INSERT INTO raw.events SELECT event_id, event_type, event_ts, "
-                "clock_timestamp(), client_id, user_id, device_type, push_token, email, "
-                "phone, source, payload FROM public.bench_increment").rowcount
+                "INSERT INTO raw.events (event_id, event_type, event_ts, received_at, client_id, "
+                "user_id, device_type, push_token, email, phone, source, payload, received_day) "
+                "SELECT event_id, event_type, event_ts, t, client_id, user_id, device_type, "
+                "push_token, email, phone, source, payload, (t AT TIME ZONE 'UTC')::date "
+                "FROM (SELECT *, clock_timestamp() AS t FROM public.bench_increment) i"
+            ).rowcount
         print(f"received {n:,} more events")
         build(url, work, f"incremental after +{args.increment:.0%}", False, args.everything,
               args.top)
