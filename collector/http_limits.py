@@ -89,6 +89,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            metrics.SERVER_ERRORS.labels("503").inc()  # uvicorn answers it, not the app
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -7,7 +7,9 @@ here is one probe an attacker would try, against a real collector process and Po
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
 import gzip
 import os
 import socket
@@ -24,6 +26,7 @@ import orjson
 import psycopg
 import pytest
 
+from collector.app import VALIDATION_SLICE, _validate
 from crm import keys
 from crm.db.migrate import migrate
 from tests.conftest import CollectorProcess, free_port
@@ -216,6 +219,30 @@ def test_big_bodies_do_not_stall_health_checks(guarded):
     assert worst < 1.0, f"/healthz took {worst:.2f} s while big bodies were validated"
 
 
+def test_big_batches_are_validated_in_slices_that_yield():
+    """The event loop runs between slices of a large batch, so one request's validation
+    never holds it for the whole batch."""
+    items = batch(1000)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def main() -> int:
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        events, _ = await _validate(items, dt.datetime.now(dt.UTC), 32_768)
+        task.cancel()
+        assert len(events) == 1000
+        return ticks - before
+
+    assert asyncio.run(main()) >= 1000 // VALIDATION_SLICE - 1
+
+
 # --- honest bodies ------------------------------------------------------------------------
 
 
@@ -228,14 +255,17 @@ def test_every_gzip_member_is_decoded(guarded, db):
     assert stored(db, [a, b]) == 2
 
 
-@pytest.mark.parametrize("damage", ["truncated", "trailing garbage", "no trailer"])
-def test_damaged_gzip_is_refused(guarded, db, damage):
+@pytest.mark.parametrize(("damage", "named"), [
+    ("truncated", "truncated"), ("trailing garbage", "8 bytes of trailing data"),
+    ("no trailer", "truncated"),
+])
+def test_damaged_gzip_is_refused(guarded, db, damage, named):
     event = page_view()
     good = gzip.compress(orjson.dumps([event]))
     body = {"truncated": good[: len(good) // 2], "trailing garbage": good + b"garbage!",
             "no trailer": good[:-8]}[damage]
     r = post_raw(guarded, body, **{"Content-Encoding": "gzip"})
-    assert r.status_code == 400, r.text
+    assert r.status_code == 400 and named in r.json()["error"], r.text
     assert stored(db, [event]) == 0
 
 
@@ -382,8 +412,13 @@ def test_oversized_head_and_too_many_headers_get_431(guarded, db):
         answer = recv_all(s)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
     assert time.monotonic() - started < 3
-    many = request_head(guarded, b"".join(b"X-H%d: 1\r\n" % i for i in range(10_000)) + b"\r\n[]")
-    assert raw_exchange(guarded, many).startswith(b"HTTP/1.1 431")
+    # 10,000 headers, and 101 short ones (well within 16 KB): the count alone refuses both.
+    for count in (10_000, 101):
+        many = request_head(guarded, b"".join(b"X-H%d: 1\r\n" % i for i in range(count))
+                            + b"\r\n[]")
+        assert raw_exchange(guarded, many).startswith(b"HTTP/1.1 431"), count
+    fine = request_head(guarded, b"".join(b"X-H%d: 1\r\n" % i for i in range(90)) + b"\r\n[]")
+    assert raw_exchange(guarded, fine).startswith(b"HTTP/1.1 400")  # head accepted; body junk
     assert httpx.get(f"{guarded.url}/healthz").status_code == 200
 
 
