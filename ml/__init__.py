@@ -1,0 +1,1 @@
+"""Models: segments, lifecycle, recommendations, send time."""
