@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crm.importers.cli import import_app
+from crm.train import mlflow_ui_command, train_command
 from crm.transform import transform_command
 from simulator.cli import simulate
 
@@ -20,6 +21,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(import_app, name="import")
 app.command("simulate")(simulate)
 app.command("transform")(transform_command)
+app.command("train")(train_command)
+app.command("mlflow-ui")(mlflow_ui_command)
 console = Console(stderr=True)
 
 

@@ -1,0 +1,64 @@
+"""The model inputs, read from the dbt marts: one query per input, named for what it holds."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ml.warehouse import read, table_exists
+
+# One row per person in crm.users (everyone gets a segment), with behaviour from
+# crm.user_features, the last cart or checkout activity and the weekend share of sessions.
+PEOPLE_SQL = """
+with ref as (
+    select coalesce(max(as_of), now()) as as_of from crm.user_features
+),
+last_cart as (
+    select user_id, max(event_ts) as last_cart_at
+    from intermediate.int_event_person
+    where event_type in ('add_to_cart', 'checkout_start', 'checkout_abandonment')
+      and user_id is not null
+    group by user_id
+),
+weekend as (
+    select user_id,
+           avg(case when extract(isodow from started_at) >= 6 then 1.0 else 0.0 end)
+               ::float8 as weekend_share
+    from crm.fct_sessions
+    where user_id is not null
+    group by user_id
+)
+select
+    u.user_id::text as user_id,
+    (extract(epoch from ref.as_of - u.first_seen_at) / 86400)::float8 as days_since_first_seen,
+    coalesce(f.orders, 0)::bigint as orders,
+    f.days_since_last_order::float8 as days_since_last_order,
+    coalesce(f.days_since_last_visit,
+             extract(epoch from ref.as_of - u.last_seen_at) / 86400)::float8
+        as days_since_last_visit,
+    coalesce(f.share_mobile, 0)::float8 as share_mobile,
+    coalesce(f.monetary, 0)::float8 as monetary,
+    coalesce(f.sessions, 0)::float8 as sessions,
+    coalesce(f.push_open_rate, 0)::float8 as push_open_rate,
+    coalesce(w.weekend_share, 0)::float8 as weekend_share,
+    case when c.last_cart_at > coalesce(f.last_order_at, '-infinity'::timestamptz)
+         then (extract(epoch from ref.as_of - c.last_cart_at) / 86400)::float8 end
+        as days_since_last_cart
+from crm.users u
+cross join ref
+left join crm.user_features f on f.user_id = u.user_id
+left join last_cart c on c.user_id = u.user_id
+left join weekend w on w.user_id = u.user_id
+order by u.user_id
+"""
+
+
+class MartsMissing(RuntimeError):
+    """The marts the models read do not exist yet: run `crm transform` first."""
+
+
+def people(database_url: str) -> pl.DataFrame:
+    for needed in ("crm.users", "crm.user_features", "crm.fct_sessions",
+                   "intermediate.int_event_person"):
+        if not table_exists(database_url, needed):
+            raise MartsMissing(f"{needed} does not exist: run `crm transform` first")
+    return read(database_url, PEOPLE_SQL)

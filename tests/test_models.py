@@ -1,0 +1,127 @@
+"""`crm train` on a small simulated shop: real PostgreSQL, real dbt, a real MLflow store in a
+temporary folder. Outputs present and typed, champion gating both ways, stable re-runs,
+empty shops and unusable stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import psycopg
+import pytest
+
+from collector.ingest import ingest_items
+from crm.transform import transform
+from ml import registry, segments
+from ml.marts import MartsMissing, people
+from ml.train import train
+from simulator import SimConfig, simulate
+from tests.conftest import DBT_SCHEMAS
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def shop(database_url: str, mlflow_store: str) -> str:
+    """A month of 400 simulated visitors through ingest and dbt, built once for the module."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE raw.events, raw.rejected_events")
+        for schema in (*DBT_SCHEMAS, "ml"):
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    sim = simulate(SimConfig(visitors=400, days=30, seed=5))
+    ingest_items((orjson.loads(x) for x in sim.lines), database_url=database_url,
+                 source="ingest:sim", progress=False)
+    transform(full_refresh=True, database_url=database_url)
+    return database_url
+
+
+def _segments(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT user_id, segment, assigned_by, model_version "
+                            "FROM ml.user_segments ORDER BY 1, 2, 3").fetchall()
+
+
+def test_every_person_gets_typed_segments_and_a_stable_rerun(shop: str):
+    [report] = train(shop, ["segments"], seed=7)
+    assert report.rows_written > 0 and report.metrics["k"] >= 2
+    assert report.metrics["holdout_silhouette"] > report.baseline["holdout_silhouette"] + 0.1
+    with psycopg.connect(shop) as conn:
+        types = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'ml' AND table_name = 'user_segments'").fetchall())
+        unsegmented = conn.execute(
+            "SELECT count(*) FROM crm.users u WHERE NOT EXISTS ("
+            "SELECT 1 FROM ml.user_segments s WHERE s.user_id = u.user_id::text)").fetchone()[0]
+    assert types == {"user_id": "text", "segment": "text", "assigned_by": "text",
+                     "model_version": "text"}
+    assert unsegmented == 0
+    rows = _segments(shop)
+    assert {a for _, _, a, _ in rows} == {"rule", "cluster"}
+    assert {s for _, s, a, _ in rows if a == "rule"} <= set(segments.RULE_SEGMENTS)
+    assert all(v == f"segments-v{report.version}" for *_, v in rows if _[1] == "cluster")
+    # Same marts, same seed: the same model scores the same; it does not replace itself.
+    [again] = train(shop, ["segments"], seed=7)
+    assert not again.promoted and again.version == report.version
+    assert _segments(shop) == rows
+
+
+def test_rule_segments_follow_their_thresholds():
+    frame = segments.pl.DataFrame({
+        "user_id": ["new", "buyer", "lapsed", "cart", "sleeper"],
+        "days_since_first_seen": [2.0, 100.0, 300.0, 40.0, 400.0],
+        "orders": [0, 3, 4, 1, 0],
+        "days_since_last_order": [None, 5.0, 150.0, 50.0, None],
+        "days_since_last_visit": [1.0, 2.0, 120.0, 3.0, 200.0],
+        "share_mobile": [0.0, 0.5, 0.0, 0.0, 1.0],
+        "monetary": [0.0, 900.0, 300.0, 20.0, 0.0],
+        "days_since_last_cart": [None, None, None, 1.0, None],
+    })
+    got = {(u, s) for u, s, _ in segments.rule_segments(frame).iter_rows()}
+    assert got == {("new", "new_visitor"), ("buyer", "active_buyer"),
+                   ("buyer", "mobile_app_user"), ("buyer", "high_value"),
+                   ("lapsed", "lapsing_buyer"), ("lapsed", "dormant"),
+                   ("cart", "cart_abandoner"), ("sleeper", "mobile_app_user"),
+                   ("sleeper", "dormant")}
+    strict = segments.rule_segments(frame, segments.SegmentRules(lapsing_days=200))
+    assert ("lapsed", "lapsing_buyer") not in {(u, s) for u, s, _ in strict.iter_rows()}
+
+
+def test_champion_moves_only_for_a_better_model(mlflow_store: str):
+    def log(obj: object, score: float):
+        return registry.log_and_gate("gating-check", obj, params={"p": score},
+                                     metrics={"score": score}, score_key="score",
+                                     snapshot={})
+
+    first = log({"name": "first"}, 0.5)
+    assert first.promoted and first.champion_score is None
+    worse = log({"name": "worse"}, 0.3)
+    assert not worse.promoted and worse.champion_version == first.version
+    assert worse.champion_score == 0.5
+    assert registry.champion("gating-check")[1] == {"name": "first"}
+    better = log({"name": "better"}, 0.7)
+    assert better.promoted and registry.champion("gating-check") == (better.version,
+                                                                     {"name": "better"})
+
+
+def test_an_unusable_mlflow_store_is_a_named_error(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{broken}")
+    with pytest.raises(registry.RegistryError, match=r"broken\.db"):
+        registry.log_and_gate("x", {}, params={}, metrics={"s": 1.0}, score_key="s",
+                              snapshot={})
+
+
+def test_an_empty_shop_gets_a_message_not_a_crash(clean_warehouse, database_url,
+                                                  mlflow_store):
+    with pytest.raises(MartsMissing, match="crm transform"):
+        people(database_url)
+    transform(full_refresh=True, database_url=database_url)
+    [report] = train(database_url, ["segments"])
+    assert report.rows_written == 0 and "no people" in report.message
