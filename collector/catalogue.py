@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import zoneinfo
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -46,6 +47,7 @@ __all__ = [
     "EVENT_TYPES",
     "EXAMPLES",
     "MAX_FUTURE",
+    "TIME_ZONE_NAMES",
     "AnyEvent",
     "EventEnvelope",
     "LineItem",
@@ -120,6 +122,26 @@ DeviceType = Annotated[
         "expected one of web, mobile, ios, android (any letter case)",
     ),
     Field(description="`web`, `mobile`, `ios` or `android`, any letter case; stored lower-case."),
+]
+
+# IANA zone names, computed once: one hash lookup per event in pydantic-core (no Python call).
+# `localtime` is a file of the system's tz folder, not a zone; `Factory` means "unset".
+TIME_ZONE_NAMES: tuple[str, ...] = tuple(
+    sorted(zoneinfo.available_timezones() - {"localtime", "Factory"})
+)
+
+# A named `ref`: the ~600 names appear once in the OpenAPI document (component
+# `TimeZoneName`), not inlined in every event type.
+TimeZoneName = Annotated[
+    str,
+    GetPydanticSchema(
+        lambda _tp, _handler: cs.custom_error_schema(
+            cs.literal_schema(list(TIME_ZONE_NAMES)),
+            custom_error_type="timezone",
+            custom_error_message="not an IANA time zone name",
+            ref="TimeZoneName",
+        )
+    ),
 ]
 
 AuthStatus = Annotated[
@@ -339,6 +361,15 @@ class EventEnvelope(BaseModel):
     )
     event_id: EventIdText | None = None
     device_type: DeviceType | None = None
+    timezone: TimeZoneName | None = Field(
+        None,
+        description="IANA time zone of the device (`Europe/Moscow`), exactly as the tz "
+        "database spells it; an offset (`UTC+3`) is refused: only a zone name carries the "
+        "daylight-saving rules that local send times and quiet hours need. The browser "
+        "tracker sends `Intl.DateTimeFormat().resolvedOptions().timeZone`; mobile apps send "
+        "the device zone, `TimeZone.current.identifier` on iOS and "
+        "`ZoneId.systemDefault().id` on Android. Omit it when unknown.",
+    )
     push_token: PushToken | None = None
     auth_status: AuthStatus | None = None
     email: Email | None = None
@@ -650,8 +681,11 @@ AnyEvent = Annotated[
 # --------------------------------------------------------------------------- examples
 
 _TS = "2024-12-07T10:00:00Z"
-_WEB = {"client_id": "CID123456", "device_type": "web"}
-_APP = {"client_id": "a8f1c2d4-6b0e-4f3a-9c57-2e81d0b6f4aa", "device_type": "android"}
+_WEB = {"client_id": "CID123456", "device_type": "web", "timezone": "Europe/Moscow"}
+_APP = {
+    "client_id": "a8f1c2d4-6b0e-4f3a-9c57-2e81d0b6f4aa", "device_type": "android",
+    "timezone": "Asia/Yekaterinburg",
+}
 _FCM = "fcm:dXN1cjEyMzQ1Njc4OTA6QVBBOTFiSGtMcFhfZXhhbXBsZV90b2tlbg"
 
 EXAMPLES: dict[str, dict[str, Any]] = {

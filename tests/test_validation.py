@@ -367,6 +367,21 @@ def test_device_type_is_case_insensitive_and_lower_cased(value, lower):
     assert event.device_type == lower and event.payload["device_type"] == value
 
 
+@pytest.mark.parametrize("zone", ["Europe/Moscow", "Asia/Yekaterinburg", "America/New_York",
+                                  "Europe/Berlin", "UTC", "Etc/GMT-3", None])
+def test_iana_time_zone_is_accepted_and_kept_in_the_payload(zone):
+    item = example("page_view", timezone=zone)
+    assert accepted(item).payload["timezone"] == zone
+
+
+@pytest.mark.parametrize("zone", ["UTC+3", "+03:00", "", " Europe/Moscow", "europe/moscow",
+                                  "Mars/Olympus", "localtime", 3, 3.5, True, ["Europe/Moscow"],
+                                  {"name": "Europe/Moscow"}])
+def test_anything_but_an_iana_time_zone_name_is_rejected_naming_the_field(zone):
+    for name in ("page_view", "geo_location", "order_complete"):
+        assert errors(example(name, timezone=zone)) == ["timezone: not an IANA time zone name"]
+
+
 # --------------------------------------------------------------------------- event ids
 
 
