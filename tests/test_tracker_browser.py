@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.browser
 
 TRACKER = Path(__file__).resolve().parents[1] / "collector" / "static" / "tracker.js"
 CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_TZ = "Asia/Yekaterinburg"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -128,7 +130,9 @@ def test_tracker_in_chromium(
     failed_posts: list[str] = []
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        # A zone that is neither UTC nor the machine's, so the stored one can only be the browser's.
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS,
+                                     env={**os.environ, "TZ": BROWSER_TZ})
         try:
             page = browser.new_context().new_page()
             page.set_default_timeout(30_000)
@@ -202,6 +206,7 @@ def test_tracker_in_chromium(
             (click,) = by_type["click"]  # replayed from the stub queue
             assert click["payload"]["clicked_element"] == "stub"
             assert {r["device_type"] for r in rows} == {"web"}
+            assert {r["payload"].get("timezone") for r in rows} == {BROWSER_TZ}
             # One browser, one ClientID: nothing from this site was stored under another.
             with psycopg.connect(database_url) as conn:
                 (ids,) = conn.execute(

@@ -110,10 +110,20 @@
     }
   };
 
+  // The browser's IANA zone, read per event (a laptop travels); undefined is left out by JSON.
+  // ICU's 'Etc/Unknown' (zone not resolved) would get the event rejected: send none instead.
+  const zone = () => {
+    try {
+      const z = Intl.DateTimeFormat().resolvedOptions().timeZone;
+      return z !== 'Etc/Unknown' ? z : undefined;
+    } catch (e) { return undefined; }
+  };
+
   const track = (event, fields) => {
     // The JSON round trip copies the fields and throws here, not in the queue, on a cyclic value.
     const e = JSON.parse(JSON.stringify(Object.assign({}, fields, {
-      event, event_id: uuid(), timestamp: new Date().toISOString(), client_id: cid, device_type: 'web'
+      event, event_id: uuid(), timestamp: new Date().toISOString(), client_id: cid, device_type: 'web',
+      timezone: zone()
     })));
     if (uid && !e.user_id) e.user_id = uid;
     const q = readQ();
