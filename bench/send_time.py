@@ -114,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     pred = st.predict(model, tokens)
     base = st.predict_baseline(model, tokens)
     t_fit = time.perf_counter() - t
-    print(f"model: {params}; fit + predict {t_fit:.2f} s for {pred.height:,} people, "
-          f"population hour {model.population_hour}")
+    print(f"model: open_weight={params.open_weight:g} activity_weight="
+          f"{params.activity_weight:g} prior_strength={params.prior_strength:g} kernel="
+          f"({params.kernel[0]:.3g}, {params.kernel[1]:.3g}); fit + predict {t_fit:.2f} s "
+          f"for {pred.height:,} people, population hour {model.population_hour}")
 
     opens = events.filter(pl.col("kind") == "push_opened").group_by("person_id").len("opens")
     truth = sim.truth["people"].select("person_id", "preferred_hour")
@@ -147,9 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     baseline = st.share_within(target["base_hour"].to_numpy(),
                                target["preferred_hour"].to_numpy())
     with_token = pred.filter(pl.col("push_token").is_not_null())
+    # The chosen token must be one of the person's own devices', of that device's kind.
+    own = (sim.truth["devices"].join(sim.truth["device_users"], on="device_id")
+           .select("person_id", "push_token", "kind"))
+    right = with_token.join(own, on=["person_id", "push_token"]).filter(
+        pl.col("channel") == pl.col("kind")).height
     print("channels: " + ", ".join(
         f"{c} {n:,}" for c, n in with_token.group_by("channel").len().sort("channel").iter_rows()
-    ) + f"; {pred.height - with_token.height:,} people without a push token")
+    ) + f"; {pred.height - with_token.height:,} people without a push token; "
+        f"{right:,} of {with_token.height:,} tokens are the person's own, channel = device kind")
     print(f"RESULT within_1h={within:.3f} baseline_within_1h={baseline:.3f} "
           f"people={target.height}")
     return 0
