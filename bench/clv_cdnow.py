@@ -87,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     repeat = int((summary["frequency"] > 0).sum())
     print(f"calibration to {CALIBRATION_END:%Y-%m-%d}: {summary.height:,} customers, "
           f"{repeat:,} repeat buyers, {int(summary['frequency'].sum()):,} repeat purchase days")
+    if not is_sample:
+        print("(the published figures below are the 1/10 sample's: for reference only)")
     print(f"BG/NBD (fit {fit_seconds:.2f} s, converged={bg.converged}):")
     worst = 0.0
     for name, published in PUBLISHED_BGNBD.items():
         line, rel = _compare(name, getattr(bg, name), published)
         worst = max(worst, abs(rel))
         print(line)
-    print(f"  loglik {bg.loglik:>10.1f}   published {PUBLISHED_LOGLIK:>9.1f}")
+    print(f"  loglik {bg.loglik:>10.1f}"
+          + (f"   published {PUBLISHED_LOGLIK:>9.1f}" if is_sample else ""))
 
     gg = lifecycle.fit_gamma_gamma(summary)
     print(f"Gamma-Gamma on {gg.customers:,} repeat buyers' mean repeat-purchase-day value "
