@@ -471,6 +471,7 @@ class JourneyBuilder:
                 _uid=pl.Series(uid_flag),
                 client_id=pl.when(pl.Series(has_dev)).then(devices["sent_client_id"].gather(dc)),
                 device_type=pl.when(pl.Series(has_dev)).then(devices["device_type"].gather(dc)),
+                timezone=pl.when(pl.Series(has_dev)).then(devices["timezone"].gather(dc)),
                 push_token=pl.when(pl.Series(has_dev)).then(devices["push_token"].gather(dc)),
                 _user=people["user_id"].gather(person),
             )

@@ -13,7 +13,7 @@ import polars as pl
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 # Envelope first; `event` leads and is never null, so every other piece starts with a comma.
-ENVELOPE = ("event", "timestamp", "event_id", "client_id", "user_id", "device_type",
+ENVELOPE = ("event", "timestamp", "event_id", "client_id", "user_id", "device_type", "timezone",
             "push_token", "auth_status", "email", "phone")
 
 

@@ -33,6 +33,9 @@ STREETS = ("Lenina", "Mira", "Sadovaya", "Gagarina", "Pushkina", "Sovetskaya", "
            "Tsvetochnaya")
 MOBILE_PREFIXES = np.array([903, 905, 915, 916, 925, 926, 977, 985, 999], dtype=np.int64)
 DEVICE_KINDS = ("web", "ios", "android")
+# Share of devices whose events carry `timezone` (the browser's Intl zone, the app's device
+# zone); the rest send none: old app versions, trackers installed without it.
+TIMEZONE_SEND_RATE = 0.85
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ def build_population(cfg: SimConfig, rng: np.random.Generator, n_categories: int
     )
 
     devices, usage = _build_devices(cfg, rng, n, family, one_time)
+    devices = _with_time_zones(rng, devices, usage, people)
     usage = usage.sort("person_idx", "device_idx")
     pu = usage["person_idx"].to_numpy()
     w = usage["weight"].to_numpy()
@@ -140,6 +144,25 @@ def build_population(cfg: SimConfig, rng: np.random.Generator, n_categories: int
     last = np.r_[pu[1:] != pu[:-1], True]
     keys[last] = pu[last] + 1.0  # exact upper edge, immune to rounding
     return Population(people, tastes, devices, usage, keys)
+
+
+def _with_time_zones(
+    rng: np.random.Generator, devices: pl.DataFrame, usage: pl.DataFrame, people: pl.DataFrame
+) -> pl.DataFrame:
+    """`time_zone`: the true zone of a device, its first user's city (a family shares a city, a
+    kiosk stands in its first shopper's); `timezone`: what it sends, null on the others.
+    Drawn after every other draw of `rng`, so the rest of the population stays as it was."""
+    first_user = usage.group_by("device_idx").agg(pl.col("person_idx").min())
+    zone = (
+        devices.select("device_idx")
+        .join(first_user, on="device_idx", how="left", maintain_order="left")
+        .join(people.select("person_idx", "time_zone"), on="person_idx", how="left",
+              maintain_order="left")["time_zone"]
+    )
+    sends = pl.Series(rng.random(devices.height) < TIMEZONE_SEND_RATE)
+    return devices.with_columns(
+        time_zone=zone, timezone=pl.when(sends).then(zone)
+    )
 
 
 def _build_devices(

@@ -44,7 +44,8 @@ def build_truth(cfg: SimConfig, pop: Population, sessions: Sessions, stream: pl.
     dev_id = pop.devices["device_id"]
     devices = pop.devices.select(
         "device_id", "kind", "device_type", "shared", "client_id", "sent_client_id",
-        "push_token", "clock_skew_ms", "broken_tracker", "geo_enabled",
+        "push_token", "clock_skew_ms", "broken_tracker", "geo_enabled", "time_zone",
+        "timezone",
     )
     device_users = pop.usage.select(
         device_id=dev_id.gather(pop.usage["device_idx"]),
