@@ -131,12 +131,15 @@ class HoldoutEvaluation:
 
 
 def _cutoff(orders: pl.DataFrame, ts: str, moment: datetime) -> pl.Expr:
-    """`moment` as a literal comparable with the timestamp column (both naive or both aware)."""
+    """`moment` as a literal comparable with the timestamp column (both naive or both aware;
+    an aware one in the column's zone)."""
     dtype = orders.schema[ts]
     aware = isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
     if aware != (moment.tzinfo is not None):
         raise ValueError(f"{ts} is {'time-zone aware' if aware else 'naive'}; "
                          f"give the cut-off ({moment}) the same way")
+    if aware:
+        return pl.lit(moment).dt.convert_time_zone(dtype.time_zone)
     return pl.lit(moment)
 
 

@@ -120,6 +120,10 @@ def test_rfm_summary_insists_on_matching_time_zones() -> None:
         lc.rfm_summary(o, end=datetime(2024, 2, 1))
     s = lc.rfm_summary(o, end=datetime(2024, 1, 8, tzinfo=UTC), period_days=1)
     assert s["T"].to_list() == [7.0]
+    # Days are the column's local days: 1 Jan in Moscow starts at 21:00 UTC on 31 Dec.
+    moscow = o.with_columns(pl.col("ordered_at").dt.convert_time_zone("Europe/Moscow"))
+    s = lc.rfm_summary(moscow, end=datetime(2024, 1, 8, tzinfo=UTC), period_days=1)
+    assert s["T"].to_list() == [7.125]
 
 
 # --- BG/NBD properties --------------------------------------------------------------------
