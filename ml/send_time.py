@@ -43,7 +43,8 @@ the person's next open or active hour falls in that three-hour window; people wi
 history get the population's, lower than that of a person with a steady habit), ``channel``
 (``ios`` / ``android`` / ``web``) and ``push_token``: the valid token most recently seen, null
 when the person has none. ``predict_baseline`` gives the one-hour-for-everyone baseline (the
-population's best hour) in the same shape.
+population's best hour) in the same shape. ``open_hit_rate`` scores either on later push
+opens (the share of them within +-1 h of the predicted hour): a holdout needing no truth.
 
 Channel: tokens with ``is_valid`` false or null are skipped; the newest ``last_seen`` wins
 (ties: the token's text, for a stable answer). Apps on old SDKs report the generic device
@@ -313,6 +314,23 @@ def predict_baseline(model: SendTimeModel, tokens: pl.DataFrame | None = None,
                           "best_local_hour": np.full(everyone.len(), hour, dtype=np.int64),
                           "confidence": np.full(everyone.len(), min(mass, 1.0))})
     return _with_channel(frame, tokens)
+
+
+def open_hit_rate(predictions: pl.DataFrame, events: pl.DataFrame,
+                  zones: pl.DataFrame | None = None, *, default_zone: str = "UTC",
+                  hours: int = 1) -> float:
+    """Share of the push opens in `events` (say, a later holdout period) whose local hour is
+    within `hours` of the person's `best_local_hour` in `predictions`: a score that needs no
+    ground truth, for comparing a model with the baseline (`predict_baseline`) on the same
+    opens. Opens of people missing from `predictions` are left out."""
+    _require(predictions, ("person_id", "best_local_hour"), "predictions")
+    _require(events, ("person_id", "ts", "kind"), "events")
+    opens = events.filter(pl.col("kind") == "push_opened")
+    if opens.height == 0:
+        raise NotEnoughData("no push opens to score")
+    hits = local_hours(opens, zones, default_zone).join(
+        predictions.select("person_id", "best_local_hour"), on="person_id")
+    return share_within(hits["best_local_hour"].to_numpy(), hits["local_hour"].to_numpy(), hours)
 
 
 def best_send_times(events: pl.DataFrame, zones: pl.DataFrame | None = None,

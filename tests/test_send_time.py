@@ -129,6 +129,16 @@ def test_an_active_hour_counts_once_and_opens_weigh_more() -> None:
     assert row(st.best_send_times(ev, params=even), "ann")["best_local_hour"] == 18
 
 
+def test_the_best_hour_centres_the_busiest_three_hours() -> None:
+    rows = habit("eve", "UTC", 14, 4, "activity")
+    rows += habit("eve", "UTC", 19, 3, "activity") + habit("eve", "UTC", 21, 3, "activity")
+    ev = events(crowd(3) + rows)
+    # 19-21 holds 6 active hours, 13-15 only 4: 20 is an hour from all of them.
+    assert row(st.best_send_times(ev), "eve")["best_local_hour"] == 20
+    unsmoothed = st.SendTimeParams(kernel=(1.0, 0.0))
+    assert row(st.best_send_times(ev, params=unsmoothed), "eve")["best_local_hour"] == 14
+
+
 def test_hours_wrap_around_midnight() -> None:
     rows = habit("owl", "UTC", 23, 5) + habit("owl", "UTC", 0, 5) + habit("owl", "UTC", 1, 4)
     out = st.best_send_times(events(crowd(12) + rows))
@@ -167,6 +177,19 @@ def test_channel_is_the_most_recent_valid_token() -> None:
         pl.col("person_id") == "p1")["push_token"].to_list() == ["ios-tok"]
 
 
+def test_open_hit_rate_scores_later_opens_in_local_time() -> None:
+    ev = events(crowd(9) + habit("eve", "Europe/Berlin", 19, 10))
+    z = zones({"eve": "Europe/Berlin"})
+    model = st.fit(ev, z)
+    later = events(habit("eve", "Europe/Berlin", 20, 2, start=date(2026, 7, 1))
+                   + habit("eve", "Europe/Berlin", 3, 1) + habit("nobody", "UTC", 9, 5))
+    # 20:10 in July is 18:10 UTC: only real zone rules put it within an hour of 19.
+    assert st.open_hit_rate(st.predict(model), later, z) == pytest.approx(2 / 3)
+    assert st.open_hit_rate(st.predict_baseline(model), later, z) == 0.0
+    with pytest.raises(st.NotEnoughData):
+        st.open_hit_rate(st.predict(model), ev.filter(pl.col("kind") == "activity"), z)
+
+
 def test_not_enough_data_and_malformed_input() -> None:
     with pytest.raises(st.NotEnoughData):
         st.fit(events([]))
@@ -200,6 +223,13 @@ def test_beats_one_hour_for_everyone_on_a_simulated_shop() -> None:
     base_share = st.share_within(p["best_local_hour_base"].to_numpy(), hour)
     assert model_share >= 0.65
     assert model_share > base_share + 0.15
+    # Without the truth: fitted on the first 40 days, scored on the last 20 days' opens.
+    cut = ev["ts"].min() + timedelta(days=40)
+    early = st.fit(ev.filter(pl.col("ts") < cut), z, default_zone="Europe/Moscow")
+    late = ev.filter(pl.col("ts") >= cut)
+    hit = st.open_hit_rate(st.predict(early), late, z, default_zone="Europe/Moscow")
+    base_hit = st.open_hit_rate(st.predict_baseline(early), late, z, default_zone="Europe/Moscow")
+    assert hit > base_hit + 0.05
     # The chosen token is one of the person's own push tokens, of the device's kind.
     own = (sim.truth["devices"].join(sim.truth["device_users"], on="device_id")
            .select("person_id", "push_token", "kind"))
