@@ -14,6 +14,7 @@ Each person gets a 24-bin circular histogram of the LOCAL hours at which they we
 Local hours use the real zone rules (polars ``convert_time_zone``, the IANA database, daylight
 saving included), from a per-person IANA zone; people without a zone, or with a name that is
 not an IANA zone, use ``default_zone``. Timestamps must be tz-aware (UTC as stored).
+``latest_zones`` gives each person the zone their events reported most recently.
 
 The histogram is shrunk toward the population, empirical-Bayes (Dirichlet) style, as
 Airship's and OneSignal's send-time optimisation describe: with ``n`` the person's weighted
@@ -149,6 +150,20 @@ def _require(frame: pl.DataFrame, columns: Iterable[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{what} frame lacks column(s) {missing}")
+
+
+def latest_zones(events: pl.DataFrame) -> pl.DataFrame:
+    """person_id, timezone: the IANA zone each person's events reported most recently
+    (events: person_id, ts, timezone; nulls and names that are not zones are skipped), so
+    someone who moves or travels is placed by where they are now."""
+    _require(events, ("person_id", "ts", "timezone"), "events")
+    names = [n for n in events["timezone"].drop_nulls().unique().to_list() if _is_zone(n)]
+    return (
+        events.filter(pl.col("timezone").is_in(names), pl.col("person_id").is_not_null())
+        .sort("person_id", "ts", descending=[False, True], nulls_last=True)
+        .unique("person_id", keep="first", maintain_order=True)
+        .select("person_id", "timezone")
+    )
 
 
 def local_hours(events: pl.DataFrame, zones: pl.DataFrame | None = None,

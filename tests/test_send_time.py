@@ -81,6 +81,17 @@ def test_people_without_a_zone_use_the_default_zone() -> None:
     assert row(st.best_send_times(ev, z), "aki")["best_local_hour"] == 11  # UTC by default
 
 
+def test_latest_reported_zone_wins() -> None:
+    t = datetime(2026, 9, 1, tzinfo=UTC)
+    reported = pl.DataFrame({
+        "person_id": ["a", "a", "a", "b", "c"],
+        "ts": [t, t + timedelta(days=3), t + timedelta(days=4), t, t],
+        "timezone": ["Europe/Moscow", "Asia/Omsk", "Not/AZone", None, "Europe/Berlin"],
+    })
+    z = st.latest_zones(reported)
+    assert dict(z.iter_rows()) == {"a": "Asia/Omsk", "c": "Europe/Berlin"}
+
+
 def test_no_history_gets_the_population_hour_with_lower_confidence() -> None:
     ev = events(crowd(21, people=6) + crowd(8, people=3) + habit("eve", "UTC", 15, 25))
     model = st.fit(ev)
