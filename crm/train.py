@@ -15,7 +15,7 @@ console = Console(stderr=True)
 
 def train_command(
     only: list[str] = typer.Option(
-        None, "--only", help="Train only these models (repeatable): segments."
+        None, "--only", help="Train only these models (repeatable): lifecycle, segments."
     ),
     seed: int = typer.Option(7, help="Random seed (same seed and marts, same models)."),
 ) -> None:

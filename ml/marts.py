@@ -62,3 +62,27 @@ def people(database_url: str) -> pl.DataFrame:
         if not table_exists(database_url, needed):
             raise MartsMissing(f"{needed} does not exist: run `crm transform` first")
     return read(database_url, PEOPLE_SQL)
+
+
+ORDERS_SQL = """
+select user_id::text as person_id,
+       coalesce(purchased_at, purchase_date::timestamptz) as ordered_at,
+       total_price::float8 as amount
+from crm.purchase_history
+where user_id is not null and coalesce(purchased_at, purchase_date::timestamptz) is not null
+order by 2
+"""
+
+
+def orders(database_url: str) -> pl.DataFrame:
+    """Every order of an identified person: person_id, ordered_at, amount."""
+    if not table_exists(database_url, "crm.purchase_history"):
+        raise MartsMissing("crm.purchase_history does not exist: run `crm transform` first")
+    return read(database_url, ORDERS_SQL)
+
+
+def as_of(database_url: str):
+    """The marts' own "now" (the newest event received), so a rebuild gives the same scores."""
+    frame = read(database_url, "select coalesce(max(as_of), now()) as as_of "
+                               "from crm.user_features")
+    return frame["as_of"][0]

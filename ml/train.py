@@ -9,6 +9,7 @@ gets its baseline output and a message saying why, never a crash or an empty cha
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,10 +17,8 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import silhouette_score
 
-from ml import marts, registry, segments
-from ml.warehouse import write_table
-
-MODELS = ("segments",)
+from ml import lifecycle, marts, registry, segments
+from ml.warehouse import read, table_exists, write_table
 
 
 @dataclass
@@ -63,9 +62,99 @@ def _random_silhouette(model: segments.Clustering, frame: pl.DataFrame, seed: in
     return float(silhouette_score(z, labels, random_state=seed))
 
 
+LIFECYCLE_SCHEMA = {"user_id": pl.String, "p_active": pl.Float64,
+                    "expected_orders_30d": pl.Float64, "expected_orders_90d": pl.Float64,
+                    "expected_value_12m": pl.Float64}
+
+
+def _lifecycle_baseline(orders: pl.DataFrame, end: dt.datetime) -> pl.DataFrame:
+    """Each buyer's own historical order rate and average order: no model, no p_active."""
+    if orders.is_empty():
+        return pl.DataFrame(schema=LIFECYCLE_SCHEMA)
+    per = orders.group_by("person_id").agg(
+        n=pl.len(), first=pl.col("ordered_at").min(), avg=pl.col("amount").mean())
+    days = ((pl.lit(end) - pl.col("first")).dt.total_seconds() / 86_400).clip(lower_bound=30)
+    rate = pl.col("n") / days
+    return per.select(
+        user_id=pl.col("person_id"), p_active=pl.lit(None, pl.Float64),
+        expected_orders_30d=rate * 30, expected_orders_90d=rate * 90,
+        expected_value_12m=rate * 365 * pl.col("avg").fill_null(0),
+    ).sort("user_id")
+
+
+def _patch_undefined(scores: pl.DataFrame, baseline: pl.DataFrame,
+                     report: ModelReport) -> pl.DataFrame:
+    """Rows where the closed forms overflow (extreme parameters on small shops) take the
+    baseline's figures instead of NaN; the count is reported."""
+    cols = [c for c in LIFECYCLE_SCHEMA if c != "user_id"]
+    bad = pl.any_horizontal([~pl.col(c).is_finite() for c in cols if c != "p_active"])
+    n_bad = scores.filter(bad).height
+    if not n_bad:
+        return scores
+    report.message = f"{n_bad} customer(s) scored by the baseline (model undefined for them)"
+    report.metrics["undefined_rows"] = float(n_bad)
+    fixed = scores.filter(bad).select("user_id", "p_active").join(
+        baseline.drop("p_active"), on="user_id", how="left")
+    return pl.concat([scores.filter(~bad), fixed.select(scores.columns)]).sort("user_id")
+
+
+def train_lifecycle(database_url: str, seed: int = 7) -> ModelReport:
+    """BG/NBD + Gamma-Gamma (ml.lifecycle); the holdout is the last quarter of the order
+    history (at most 90 days), the score the mean absolute error of repeat purchases."""
+    report = ModelReport("lifecycle", table="ml.user_lifecycle")
+    orders, end = marts.orders(database_url), marts.as_of(database_url)
+    version = "baseline"
+    try:
+        if orders.is_empty():
+            raise lifecycle.NotEnoughData("no orders yet")
+        span = end - orders["ordered_at"].min()
+        calibration_end = end - min(dt.timedelta(days=90), span / 4)
+        ev = lifecycle.evaluate(orders, calibration_end, end)
+        report.metrics = {"holdout_mae": ev.mae_model, "holdout_predicted": ev.predicted_total,
+                          "holdout_actual": float(ev.actual_total)}
+        report.baseline = {"holdout_mae": ev.mae_baseline}
+        cal = ev.per_customer  # the calibration summary, with each customer's actual count
+        actual = cal["actual"].to_numpy()
+        t = (end - calibration_end).total_seconds() / 86_400 / 7
+
+        def rescore(old: lifecycle.LifecycleModel) -> float:
+            predicted = lifecycle.expected_purchases(old.bgnbd, cal, t)
+            return float(np.mean(np.abs(predicted - actual)))
+
+        summary = lifecycle.rfm_summary(orders, end=end)
+        model = lifecycle.fit(summary)
+        outcome = registry.log_and_gate(
+            "lifecycle", model,
+            params={"r": model.bgnbd.r, "alpha": model.bgnbd.alpha, "a": model.bgnbd.a,
+                    "b": model.bgnbd.b, "p": model.gamma_gamma.p, "q": model.gamma_gamma.q,
+                    "v": model.gamma_gamma.v, "calibration_end": calibration_end},
+            metrics={**report.metrics, "baseline_holdout_mae": ev.mae_baseline,
+                     "customers": float(summary.height)},
+            score_key="holdout_mae", higher_is_better=False,
+            snapshot={"orders": orders}, rescore_champion=rescore,
+        )
+        report.promoted, report.champion_score = outcome.promoted, outcome.champion_score
+        found = registry.champion("lifecycle")
+        champion = found[1] if found and found[1] is not None else model
+        scores = lifecycle.predict(champion, summary).rename({"person_id": "user_id"})
+        frame = _patch_undefined(scores.select(list(LIFECYCLE_SCHEMA)),
+                                 _lifecycle_baseline(orders, end), report)
+        report.version = outcome.champion_version
+        version = f"lifecycle-v{outcome.champion_version}"
+    except lifecycle.NotEnoughData as exc:
+        report.message = f"baseline only: {exc}"
+        frame = _lifecycle_baseline(orders, end)
+    report.rows_written = write_table(database_url, "user_lifecycle", frame, version)
+    return report
+
+
 def train_segments(database_url: str, seed: int = 7) -> ModelReport:
     report = ModelReport("segments", table="ml.user_segments")
     people = marts.people(database_url)
+    if table_exists(database_url, "ml.user_lifecycle"):  # lapsing / high value read it
+        people = people.join(
+            read(database_url, "select user_id, p_active, expected_value_12m "
+                               "from ml.user_lifecycle"), on="user_id", how="left")
     rules = segments.rule_segments(people)
     outputs = [rules]
     version = "rules"
@@ -104,7 +193,11 @@ def train_segments(database_url: str, seed: int = 7) -> ModelReport:
     return report
 
 
-TRAINERS: dict[str, Callable[[str, int], ModelReport]] = {"segments": train_segments}
+# In dependency order: segments read the lifecycle scores.
+TRAINERS: dict[str, Callable[[str, int], ModelReport]] = {
+    "lifecycle": train_lifecycle,
+    "segments": train_segments,
+}
 
 
 def train(database_url: str, only: list[str] | None = None, seed: int = 7,

@@ -41,6 +41,22 @@ def shop(database_url: str, mlflow_store: str) -> str:
     return database_url
 
 
+def test_lifecycle_scores_every_buyer_and_beats_its_baseline(shop: str):
+    [report] = train(shop, ["lifecycle"], seed=7)
+    assert report.version != "baseline", report.message
+    assert report.metrics["holdout_mae"] < report.baseline["holdout_mae"]
+    with psycopg.connect(shop) as conn:
+        rows = conn.execute(
+            "SELECT user_id, p_active, expected_orders_30d, expected_orders_90d, "
+            "expected_value_12m, model_version FROM ml.user_lifecycle").fetchall()
+        buyers = conn.execute("SELECT count(DISTINCT user_id) FROM crm.purchase_history "
+                              "WHERE user_id IS NOT NULL").fetchone()[0]
+    assert len(rows) == buyers == report.rows_written
+    for _, p_active, e30, e90, value, version in rows:
+        assert 0 <= p_active <= 1 and 0 <= e30 <= e90 and value >= 0
+        assert version == f"lifecycle-v{report.version}"
+
+
 def _segments(url: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT user_id, segment, assigned_by, model_version "
@@ -123,5 +139,6 @@ def test_an_empty_shop_gets_a_message_not_a_crash(clean_warehouse, database_url,
     with pytest.raises(MartsMissing, match="crm transform"):
         people(database_url)
     transform(full_refresh=True, database_url=database_url)
-    [report] = train(database_url, ["segments"])
-    assert report.rows_written == 0 and "no people" in report.message
+    life, seg = train(database_url)
+    assert life.rows_written == 0 and "no orders" in life.message
+    assert seg.rows_written == 0 and "no people" in seg.message
