@@ -111,8 +111,10 @@ async def _post(lines: Sequence[str], url: str, write_key: str, batch_size: int,
             body = gzip.compress(
                 ('{"batch":[' + ",".join(batch) + "]}").encode(), compresslevel=1)
             data = (await send(client, body)).json()
-            totals[0] += int(data.get("accepted", 0))
-            totals[1] += len(data.get("rejected", []))
+            # A repeat inside one batch is stored once and listed apart; rejections beyond
+            # the collector's listing cap are only counted.
+            totals[0] += int(data.get("accepted", 0)) + len(data.get("duplicates", []))
+            totals[1] += len(data.get("rejected", [])) + int(data.get("rejected_omitted", 0))
             bar.advance(task, len(batch))
 
     with bar:
