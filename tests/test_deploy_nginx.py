@@ -39,6 +39,7 @@ import orjson
 import pytest
 
 from tests.events import batch
+from tests.requirements import optional
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_CONF = ROOT / "deploy" / "nginx" / "crm-collector.conf"
@@ -60,11 +61,15 @@ def find_nginx() -> str | None:
 
 
 NGINX = find_nginx()
-pytestmark = pytest.mark.skipif(
-    NGINX is None,
-    reason="nginx is not installed (it is optional; Debian/Ubuntu: apt-get install nginx), "
-    "so deploy/nginx/crm-collector.conf is not tested",
-)
+
+
+@pytest.fixture(autouse=True)
+def _nginx_installed() -> None:
+    """nginx is optional: listed in the run's components summary, skipped when missing."""
+    if not optional("nginx", NGINX is not None,
+                    "Debian/Ubuntu: apt-get install nginx; without it "
+                    "deploy/nginx/crm-collector.conf is not tested"):
+        pytest.skip("nginx is not installed (optional): deploy/nginx is not tested")
 
 
 def free_port() -> int:
