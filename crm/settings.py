@@ -28,3 +28,21 @@ def database_url() -> str:
     from crm.db.embedded import EmbeddedPostgres
 
     return EmbeddedPostgres(state_dir() / "pgdata").start()
+
+
+DEFAULT_SHOP_TIMEZONE = "Europe/Moscow"
+
+
+def shop_timezone() -> str:
+    """The shop's IANA zone (`CRM_SHOP_TIMEZONE`, default Europe/Moscow): the time zone of
+    people whose devices sent none and who never shared a location. Checked here, because
+    dbt pastes it into SQL and an unknown zone would fail the build far from its cause."""
+    import zoneinfo
+
+    name = os.environ.get("CRM_SHOP_TIMEZONE", "").strip() or DEFAULT_SHOP_TIMEZONE
+    # The names the collector accepts too (`localtime` is a system file, not a zone).
+    if name not in zoneinfo.available_timezones() or name in ("localtime", "Factory"):
+        raise ValueError(
+            f"CRM_SHOP_TIMEZONE={name!r} is not an IANA time zone name (e.g. Europe/Moscow)"
+        )
+    return name

@@ -8,6 +8,7 @@ database the pipeline works on.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,10 +105,24 @@ def failed_nodes(result: Any) -> list[str]:
 def transform(
     full_refresh: bool = False, database_url: str | None = None, quiet: bool = False
 ) -> Any:
-    """`dbt build`: seeds, models and tests, in DAG order. Raises TransformError on failure.
+    """The time zones of new geo positions (crm/timezones.py: SQL cannot look them up), then
+    `dbt build`: seeds, models and tests, in DAG order. Raises TransformError on failure.
 
     `quiet` keeps dbt to its errors (the demo prints its own summary)."""
+    from crm.settings import shop_timezone
+    from crm.timezones import update_geo_timezones
+
+    if database_url is None:
+        from crm.settings import database_url as configured
+
+        database_url = configured()
+    try:
+        dbt_vars = {"shop_timezone": shop_timezone()}
+    except ValueError as exc:
+        raise TransformError(str(exc)) from None
+    update_geo_timezones(database_url, full=full_refresh)
     args = (["--quiet"] if quiet else []) + ["build"] + (["--full-refresh"] if full_refresh else [])
+    args += ["--vars", json.dumps(dbt_vars)]
     result = run_dbt(args, database_url)
     failed = failed_nodes(result) if result.result is not None else []
     if not result.success or failed:
@@ -124,7 +139,8 @@ def transform_command(
         False, "--full-refresh", help="Rebuild incremental models from all of raw.events."
     ),
 ) -> None:
-    """Run the dbt project: staging, identity graph and the CRM tables, with their tests."""
+    """Look up the time zones of new geo positions, then run the dbt project: staging, identity
+    graph and the CRM tables, with their tests."""
     from rich.console import Console
 
     from crm.db.migrate import migrate

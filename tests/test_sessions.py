@@ -292,7 +292,7 @@ def test_user_features_by_hand(shop: Shop):
         ev("push_received", "04 09:00", push_token="T-1", notification_type="offer", **phone),
         ev("push_opened", "03 09:01", push_token="T-1", notification_type="offer", **phone),
         ev("page_view", "04 10:00", client_id="laptop", user_id="U-7", page_url="/p/2"),
-        # someone else, web only: no geo, so UTC
+        # someone else, web only: no zone, no geo, so the shop's (Europe/Moscow, UTC+3)
         ev("page_view", "05 18:00", client_id="other"),
     ])
     shop.transform()
@@ -303,7 +303,7 @@ def test_user_features_by_hand(shop: Shop):
     assert f["events"] == 8 and f["sessions"] == 3
     assert (f["share_ios"], f["share_web"], f["share_android"]) == (
         Decimal("0.8750"), Decimal("0.1250"), Decimal("0.0000"))
-    assert (f["utc_offset_hours"], f["tz_source"]) == (7, "geo_location")
+    assert (f["timezone"], f["timezone_source"]) == ("Asia/Novosibirsk", "geo")
     hours = [0] * 24
     hours[20], hours[16], hours[17] = 6, 1, 1  # 13:0x, 09:01 and 10:00 UTC, +7
     assert f["active_hours_local"] == hours and f["peak_hour_local"] == 20
@@ -321,8 +321,8 @@ def test_user_features_by_hand(shop: Shop):
 
     other = shop.dicts("select * from crm.user_features where user_id = %s",
                        person_id("client_id:other"))[0]
-    assert (other["tz_source"], other["utc_offset_hours"], other["peak_hour_local"]) == (
-        "utc_default", 0, 18)
+    assert (other["timezone_source"], other["timezone"], other["peak_hour_local"]) == (
+        "shop_default", "Europe/Moscow", 21)
     assert other["orders"] == 0 and other["is_authorised"] is False
     assert other["push_open_rate"] is None and other["top_categories"] is None
 

@@ -2,9 +2,9 @@
     send-time models read. Deterministic: "now" is the newest received_at in the data
     (as_of), never the clock, so a rebuild gives the same numbers.
 
-    Local time: the person's UTC offset comes from their geo_location events (the most
-    frequent coarse offset, see macros/sessions_helpers.sql); without any, UTC
-    (tz_source = 'utc_default'). -#}
+    Local time: each event's hour in the person's zone (crm.users.timezone: the device's,
+    else the geo position's, else the shop's), converted by PostgreSQL's tz database with
+    the zone's rules on the event's date, daylight saving included. -#}
 
 with
 
@@ -15,14 +15,22 @@ event_person as (
 
 ),
 
+users as (
+
+    select user_id, auth_status, timezone, timezone_source from {{ ref('users') }}
+
+),
+
 events as (
 
     -- the one scan of stg_events (a wide table): every part below reads this
     select
-        p.user_id, e.event_type, e.event_ts, e.device_type, e.latitude, e.longitude,
-        e.product_id, e.category
+        p.user_id, e.event_type, e.event_ts, e.device_type, e.product_id, e.category,
+        -- every person with events is in users; the default only guards the join
+        coalesce(u.timezone, {{ shop_timezone() }}) as timezone
     from {{ ref('stg_events') }} as e
     join event_person as p using (event_id)
+    left join users as u on u.user_id = p.user_id
 
 ),
 
@@ -40,7 +48,7 @@ activity_cube as (
         event_type not in {{ sessions_non_browsing_types() }} as is_browsing,
         event_type,
         device_type,
-        extract(hour from event_ts at time zone 'UTC')::integer as utc_hour,
+        extract(hour from event_ts at time zone timezone)::integer as local_hour,
         count(*) as n,
         max(event_ts) as last_ts
     from events
@@ -70,37 +78,11 @@ activity as (
 
 ),
 
-geo_offsets as (
-
-    select
-        user_id,
-        {{ sessions_utc_offset('latitude', 'longitude') }} as utc_offset,
-        count(*) as n,
-        max(event_ts) as last_ts
-    from events
-    where event_type = 'geo_location' and latitude is not null and longitude is not null
-    group by 1, 2
-
-),
-
-time_zones as (
-
-    -- the most frequent offset; a tie goes to the one seen last
-    select distinct on (user_id) user_id, utc_offset
-    from geo_offsets
-    order by user_id, n desc, last_ts desc, utc_offset
-
-),
-
 local_hours as (
 
-    select
-        c.user_id,
-        ((c.utc_hour + coalesce(z.utc_offset, 0)) % 24 + 24) % 24 as local_hour,
-        sum(c.n) as n
-    from activity_cube as c
-    left join time_zones as z using (user_id)
-    where c.is_browsing
+    select user_id, local_hour, sum(n) as n
+    from activity_cube
+    where is_browsing
     group by 1, 2
 
 ),
@@ -195,12 +177,6 @@ imported_visits as (
 
 ),
 
-users as (
-
-    select user_id, auth_status from {{ ref('users') }}
-
-),
-
 final as (
 
     select
@@ -223,8 +199,8 @@ final as (
         round(act.android_events::numeric / nullif(act.device_events, 0), 4) as share_android,
         round(act.mobile_events::numeric / nullif(act.device_events, 0), 4) as share_mobile,
         -- active hours, local time
-        coalesce(z.utc_offset, 0) as utc_offset_hours,
-        case when z.utc_offset is null then 'utc_default' else 'geo_location' end as tz_source,
+        u.timezone,
+        u.timezone_source,
         h.active_hours_local,
         h.peak_hour_local,
         -- interests
@@ -239,7 +215,6 @@ final as (
     from users as u
     cross join as_of as a
     left join activity as act using (user_id)
-    left join time_zones as z using (user_id)
     left join hour_profile as h using (user_id)
     left join category_affinity as c using (user_id)
     left join orders as o using (user_id)

@@ -64,9 +64,17 @@ final as (
         a.last_seen_at,
         p.authorised_at,
         a.n_events,
-        p.anchor as anchor_identifier
+        p.anchor as anchor_identifier,
+        -- send times and quiet hours: the device's own zone, else the position's, else the shop's
+        coalesce(tz.device_timezone, tz.geo_timezone, {{ shop_timezone() }}) as timezone,
+        case
+            when tz.device_timezone is not null then 'device'
+            when tz.geo_timezone is not null then 'geo'
+            else 'shop_default'
+        end as timezone_source
     from activity as a
     join persons as p on p.user_id = a.user_id
+    left join {{ ref('int_person_timezones') }} as tz on tz.user_id = a.user_id
 
 )
 
