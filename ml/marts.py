@@ -86,3 +86,32 @@ def as_of(database_url: str):
     frame = read(database_url, "select coalesce(max(as_of), now()) as as_of "
                                "from crm.user_features")
     return frame["as_of"][0]
+
+
+SEND_EVENTS_SQL = """
+select user_id::text as person_id, event_ts as ts,
+       case when event_type = 'push_opened' then 'push_opened' else 'activity' end as kind
+from intermediate.int_event_person
+where user_id is not null
+"""
+ZONES_SQL = "select user_id::text as person_id, timezone from crm.users"
+TOKENS_SQL = """
+select user_id::text as person_id, push_token, device_type,
+       coalesce(last_used_at, created_at) as last_seen, is_valid
+from crm.push_tokens
+where user_id is not null
+"""
+
+
+def send_events(database_url: str) -> pl.DataFrame:
+    """person_id, ts, kind ('push_opened' or 'activity') for every identified event."""
+    return read(database_url, SEND_EVENTS_SQL)
+
+
+def zones(database_url: str) -> pl.DataFrame:
+    """person_id, timezone: each person's one zone, resolved by the marts."""
+    return read(database_url, ZONES_SQL)
+
+
+def tokens(database_url: str) -> pl.DataFrame:
+    return read(database_url, TOKENS_SQL)

@@ -17,7 +17,8 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import silhouette_score
 
-from ml import lifecycle, marts, registry, segments
+from crm.settings import shop_timezone
+from ml import lifecycle, marts, registry, segments, send_time
 from ml.warehouse import read, table_exists, write_table
 
 
@@ -193,10 +194,77 @@ def train_segments(database_url: str, seed: int = 7) -> ModelReport:
     return report
 
 
+SEND_SCHEMA = {"user_id": pl.String, "best_local_hour": pl.Int64, "confidence": pl.Float64,
+               "channel": pl.String, "push_token": pl.String}
+FALLBACK_HOUR = 19  # an evening hour, when nothing at all is known
+
+
+def train_send_time(database_url: str, seed: int = 7) -> ModelReport:
+    """Best local hour and channel per person (ml.send_time); the holdout is the last two
+    weeks, scored by the share of its push opens (else active hours) within an hour of the
+    prediction (`open_hit_rate`), beside one hour for everyone."""
+    report = ModelReport("send-time", table="ml.user_send_windows")
+    events, tokens = marts.send_events(database_url), marts.tokens(database_url)
+    zones, end = marts.zones(database_url), marts.as_of(database_url)
+    people = marts.people(database_url)["user_id"]
+    default_zone = shop_timezone()
+    version = "baseline"
+    try:
+        if events.is_empty():
+            raise send_time.NotEnoughData("no events of identified people yet")
+        cut = end - dt.timedelta(days=14)
+        early, late = events.filter(pl.col("ts") <= cut), events.filter(pl.col("ts") > cut)
+        kw = {"default_zone": default_zone}
+        model = send_time.fit(early if early.height else events, zones, **kw)
+        # Scored on the holdout's push opens; a shop that sent no pushes lately is scored on
+        # its activity hours instead (the same measure, a weaker signal), and says so.
+        signal, target = "push_opened", late
+        if late.filter(pl.col("kind") == "push_opened").is_empty():
+            signal, target = "activity", late.with_columns(kind=pl.lit("push_opened"))
+
+        def hit_rate(predictions: pl.DataFrame) -> float:
+            try:
+                return send_time.open_hit_rate(predictions, target, zones, **kw)
+            except send_time.NotEnoughData:  # an empty holdout: nothing to tell models apart
+                return 0.0
+
+        hit = hit_rate(send_time.predict(model, tokens))
+        base = hit_rate(send_time.predict_baseline(model, tokens))
+        report.metrics = {"holdout_hit_rate": hit}
+        report.baseline = {"holdout_hit_rate": base}
+        full = send_time.fit(events, zones, **kw)
+        outcome = registry.log_and_gate(
+            "send-time", full,
+            params={**full.params.__dict__, "default_zone": default_zone, "holdout_days": 14,
+                    "holdout_signal": signal},
+            metrics={**report.metrics, "baseline_holdout_hit_rate": base,
+                     "people": float(full.person_ids.len()),
+                     "holdout_opens": float(late.filter(pl.col("kind") == "push_opened").height)},
+            score_key="holdout_hit_rate", snapshot={"events": events},
+            rescore_champion=lambda old: hit_rate(send_time.predict(old, tokens)),
+        )
+        report.promoted, report.champion_score = outcome.promoted, outcome.champion_score
+        found = registry.champion("send-time")
+        champion = found[1] if found and found[1] is not None else full
+        frame = send_time.predict(champion, tokens, people=people)
+        report.version = outcome.champion_version
+        version = f"send-time-v{outcome.champion_version}"
+    except send_time.NotEnoughData as exc:
+        report.message = f"baseline only: {exc}"
+        frame = pl.DataFrame({"person_id": people.cast(pl.String)}).join(
+            send_time.choose_channel(tokens), on="person_id", how="left").with_columns(
+            best_local_hour=pl.lit(FALLBACK_HOUR, pl.Int64), confidence=pl.lit(0.0))
+    frame = frame.rename({"person_id": "user_id"}).select(
+        [pl.col(c).cast(t) for c, t in SEND_SCHEMA.items()])
+    report.rows_written = write_table(database_url, "user_send_windows", frame, version)
+    return report
+
+
 # In dependency order: segments read the lifecycle scores.
 TRAINERS: dict[str, Callable[[str, int], ModelReport]] = {
     "lifecycle": train_lifecycle,
     "segments": train_segments,
+    "send-time": train_send_time,
 }
 
 

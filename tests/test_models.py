@@ -34,7 +34,7 @@ def shop(database_url: str, mlflow_store: str) -> str:
         conn.execute("TRUNCATE raw.events, raw.rejected_events")
         for schema in (*DBT_SCHEMAS, "ml"):
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    sim = simulate(SimConfig(visitors=400, days=30, seed=5))
+    sim = simulate(SimConfig(visitors=400, days=30, seed=5, push_campaigns_per_week=7))
     ingest_items((orjson.loads(x) for x in sim.lines), database_url=database_url,
                  source="ingest:sim", progress=False)
     transform(full_refresh=True, database_url=database_url)
@@ -55,6 +55,25 @@ def test_lifecycle_scores_every_buyer_and_beats_its_baseline(shop: str):
     for _, p_active, e30, e90, value, version in rows:
         assert 0 <= p_active <= 1 and 0 <= e30 <= e90 and value >= 0
         assert version == f"lifecycle-v{report.version}"
+
+
+def test_send_windows_cover_everyone_with_a_valid_channel(shop: str):
+    [report] = train(shop, ["send-time"], seed=7)
+    assert report.version != "baseline", report.message
+    assert report.metrics["holdout_hit_rate"] >= report.baseline["holdout_hit_rate"]
+    with psycopg.connect(shop) as conn:
+        rows = conn.execute(
+            "SELECT w.user_id, w.best_local_hour, w.confidence, w.channel, w.push_token, "
+            "t.is_valid, t.device_type FROM ml.user_send_windows w "
+            "LEFT JOIN crm.push_tokens t ON t.push_token = w.push_token "
+            "AND t.user_id::text = w.user_id").fetchall()
+        users = conn.execute("SELECT count(*) FROM crm.users").fetchone()[0]
+    assert len(rows) == users
+    assert all(0 <= hour <= 23 and 0 <= conf <= 1 for _, hour, conf, *_ in rows)
+    with_token = [r for r in rows if r[4] is not None]
+    assert with_token, "the simulated shop has app users with push tokens"
+    assert all(valid and channel in ("ios", "android", "web")
+               for _, _, _, channel, _, valid, _ in with_token)
 
 
 def _segments(url: str) -> list[tuple]:
@@ -139,6 +158,7 @@ def test_an_empty_shop_gets_a_message_not_a_crash(clean_warehouse, database_url,
     with pytest.raises(MartsMissing, match="crm transform"):
         people(database_url)
     transform(full_refresh=True, database_url=database_url)
-    life, seg = train(database_url)
+    life, seg, send = train(database_url)
     assert life.rows_written == 0 and "no orders" in life.message
     assert seg.rows_written == 0 and "no people" in seg.message
+    assert send.rows_written == 0 and "no events" in send.message
