@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import jupytext
 import orjson
 import psycopg
 import pytest
+from nbclient import NotebookClient
 
 from collector.ingest import ingest_items
 from crm.transform import transform
@@ -16,7 +18,7 @@ from ml import registry, segments
 from ml.marts import MartsMissing, people
 from ml.train import train
 from simulator import SimConfig, simulate
-from tests.conftest import DBT_SCHEMAS
+from tests.conftest import DBT_SCHEMAS, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,19 @@ def test_send_windows_cover_everyone_with_a_valid_channel(shop: str):
     assert with_token, "the simulated shop has app users with push tokens"
     assert all(valid and channel in ("ios", "android", "web")
                for _, _, _, channel, _, valid, _ in with_token)
+
+
+def test_segments_notebook_runs_on_the_trained_shop(shop: str, monkeypatch):
+    train(shop, seed=7)
+    monkeypatch.setenv("CRM_DATABASE_URL", shop)
+    nb = jupytext.read(ROOT / "notebooks" / "segments.py")
+    NotebookClient(nb, kernel_name="python3", timeout=300,
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # the two plots
+    last = outputs[-1]["data"]["text/plain"]
+    assert "people_with_a_segment" in last
 
 
 def _segments(url: str) -> list[tuple]:
