@@ -15,7 +15,8 @@ console = Console(stderr=True)
 
 def train_command(
     only: list[str] = typer.Option(
-        None, "--only", help="Train only these models (repeatable): lifecycle, segments, send-time."
+        None, "--only",
+        help="Train only these models (repeatable): lifecycle, segments, recs, send-time.",
     ),
     seed: int = typer.Option(7, help="Random seed (same seed and marts, same models)."),
 ) -> None:

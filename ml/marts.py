@@ -115,3 +115,49 @@ def zones(database_url: str) -> pl.DataFrame:
 
 def tokens(database_url: str) -> pl.DataFrame:
     return read(database_url, TOKENS_SQL)
+
+
+INTERACTIONS_SQL = """
+select p.user_id::text as person_id, s.product_id,
+       case p.event_type when 'product_view' then 'view' else 'cart' end as kind,
+       p.event_ts as ts
+from intermediate.int_event_person p
+join staging.stg_events s on s.event_id = p.event_id
+where p.user_id is not null and s.product_id is not null
+  and p.event_type in ('product_view', 'add_to_cart')
+union all
+select h.user_id::text, item ->> 'product_id', 'purchase',
+       coalesce(h.purchased_at, h.purchase_date::timestamptz)
+from crm.purchase_history h
+cross join lateral jsonb_array_elements(
+    case when jsonb_typeof(h.order_items) = 'array' then h.order_items else '[]' end) item
+where h.user_id is not null and item ->> 'product_id' is not null
+  and coalesce(h.purchased_at, h.purchase_date::timestamptz) is not null
+"""
+PRODUCTS_SQL = """
+select product_id, product_name, category, price::float8 as price from crm.dim_products
+"""
+DEVICES_SQL = """
+select user_id::text as person_id,
+       case when coalesce(share_ios, 0) >= greatest(coalesce(share_android, 0),
+                                                    coalesce(share_web, 0)) and share_ios > 0
+                 then 'ios'
+            when coalesce(share_android, 0) >= coalesce(share_web, 0) and share_android > 0
+                 then 'android'
+            else 'web' end as device
+from crm.user_features
+"""
+
+
+def interactions(database_url: str) -> pl.DataFrame:
+    """person_id, product_id, kind (view / cart / purchase), ts of identified people."""
+    return read(database_url, INTERACTIONS_SQL)
+
+
+def products(database_url: str) -> pl.DataFrame:
+    return read(database_url, PRODUCTS_SQL)
+
+
+def devices(database_url: str) -> pl.DataFrame:
+    """person_id, device: each person's main device kind (ios, android or web)."""
+    return read(database_url, DEVICES_SQL)

@@ -32,14 +32,23 @@ _PG_TYPES: dict[type[pl.DataType], str] = {
 }
 
 
+# PostgreSQL type OIDs of the result columns the marts use, for empty results.
+_OID_TYPES: dict[int, pl.DataType] = {
+    16: pl.Boolean(), 20: pl.Int64(), 21: pl.Int64(), 23: pl.Int64(), 700: pl.Float64(),
+    701: pl.Float64(), 1700: pl.Float64(), 1082: pl.Date(),
+    1114: pl.Datetime("us"), 1184: pl.Datetime("us", "UTC"),
+}
+
+
 def read(database_url: str, query: str, params: tuple[Any, ...] | None = None) -> pl.DataFrame:
     """Run `query` and return its rows as a polars frame (numeric columns as floats)."""
     with psycopg.connect(database_url) as conn:
         cur = conn.execute(query, params)
         names = [c.name for c in cur.description or []]
         rows = cur.fetchall()
-    if not rows:
-        return pl.DataFrame({n: [] for n in names})
+    if not rows:  # no values to infer types from: take them from the result's description
+        return pl.DataFrame(schema={c.name: _OID_TYPES.get(c.type_code, pl.String)
+                                    for c in cur.description or []})
     return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
 
 

@@ -91,6 +91,29 @@ def test_segments_notebook_runs_on_the_trained_shop(shop: str, monkeypatch):
     assert "people_with_a_segment" in last
 
 
+def test_recommendations_skip_bought_products_and_cover_everyone(shop: str):
+    train(shop, ["segments"], seed=7)  # cold start groups people by their cluster
+    [report] = train(shop, ["recs"], seed=7)
+    assert report.version != "baseline" and report.metrics["precision_at_10"] >= 0
+    assert set(report.baseline) == set(report.metrics)
+    with psycopg.connect(shop) as conn:
+        bought_shown = conn.execute("""
+            SELECT count(*) FROM ml.user_recommendations r
+            JOIN crm.purchase_history h ON h.user_id::text = r.user_id
+            CROSS JOIN LATERAL jsonb_array_elements(h.order_items) item
+            WHERE item ->> 'product_id' = r.product_id""").fetchone()[0]
+        per_person = conn.execute(
+            "SELECT count(DISTINCT user_id), max(rank), count(*) FILTER (WHERE source = "
+            "'cold_start') FROM ml.user_recommendations").fetchone()
+        users = conn.execute("SELECT count(*) FROM crm.users").fetchone()[0]
+        record = conn.execute(
+            "SELECT count(*), min(jsonb_array_length(recommended_products::jsonb)) "
+            "FROM ml.user_recommendation").fetchone()
+    assert bought_shown == 0
+    assert per_person[0] == users and per_person[1] == 10 and per_person[2] > 0
+    assert record == (users, 10) or (record[0] == users and record[1] >= 1)
+
+
 def _segments(url: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT user_id, segment, assigned_by, model_version "
@@ -173,7 +196,8 @@ def test_an_empty_shop_gets_a_message_not_a_crash(clean_warehouse, database_url,
     with pytest.raises(MartsMissing, match="crm transform"):
         people(database_url)
     transform(full_refresh=True, database_url=database_url)
-    life, seg, send = train(database_url)
+    life, seg, rec, send = train(database_url)
     assert life.rows_written == 0 and "no orders" in life.message
     assert seg.rows_written == 0 and "no people" in seg.message
+    assert rec.rows_written == 0 and "no interactions" in rec.message
     assert send.rows_written == 0 and "no events" in send.message
