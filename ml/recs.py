@@ -8,7 +8,8 @@ What it learns
   ``purchase``), ``ts`` (datetime). Each (person, product) pair becomes one positive whose
   sample weight is its strongest signal: ``RecsConfig.weights[kind]`` (view < cart < purchase
   by default) times a recency factor ``0.5 ** (age_days / half_life_days)``, the age measured
-  from the newest interaction. The strongest signal, not the sum, so fifty views of one page
+  from the newest interaction (``recency_from="shop"``) or from the person's own newest one
+  (``"person"``: their current taste). The strongest signal, not the sum, so fifty views of one page
   do not outweigh a purchase and weights stay bounded for the SGD steps.
 * ``products``: ``product_id``, ``category``, ``price`` (both may be null). Every catalogue
   product gets a row, bought or not: its representation is the sum of its id embedding and its
@@ -96,6 +97,9 @@ class RecsConfig:
     item_alpha: float = 0.0  # L2 penalties on the feature embeddings
     user_alpha: float = 0.0
     half_life_days: float | None = None  # None: no recency weighting
+    # Age measured from the newest interaction of all ("shop": what is in demand now) or of
+    # the person ("person": their current taste, whatever their last visit's date).
+    recency_from: str = "shop"
     price_bands: int = 4
     item_identity: bool = True  # one id feature per product besides its tokens
     user_identity: bool = True
@@ -112,6 +116,8 @@ class RecsConfig:
             raise ValueError("components, epochs and learning rate must be positive")
         if self.half_life_days is not None and self.half_life_days <= 0:
             raise ValueError("half_life_days must be positive or None")
+        if self.recency_from not in ("shop", "person"):
+            raise ValueError("recency_from must be 'shop' or 'person'")
         if self.exclude not in EXCLUDE_MODES:
             raise ValueError(f"exclude must be one of {EXCLUDE_MODES}")
         if not 0 < self.feature_share <= 1:
@@ -257,9 +263,11 @@ def _weighted_pairs(interactions: pl.DataFrame, config: RecsConfig) -> pl.DataFr
     """One row per (person, product): the strongest recency-weighted signal."""
     weight = pl.col("kind").replace_strict(config.weights, return_dtype=pl.Float64)
     if config.half_life_days is not None:
-        newest: datetime = interactions["ts"].max()
-        age_days = (pl.lit(newest) - pl.col("ts")).dt.total_seconds() / 86400.0
-        weight = weight * (0.5 ** (age_days / config.half_life_days))
+        newest = (pl.col("ts").max().over("person_id") if config.recency_from == "person"
+                  else pl.col("ts").max())
+        age_days = (newest - pl.col("ts")).dt.total_seconds() / 86400.0
+        # floored so a very old signal stays a (faint) positive instead of underflowing to 0
+        weight = (weight * (0.5 ** (age_days / config.half_life_days))).clip(lower_bound=1e-4)
     return (interactions.with_columns(weight=weight)
             .group_by("person_id", "product_id")
             .agg(pl.col("weight").max(), bought=(pl.col("kind") == "purchase").any()))
@@ -318,7 +326,9 @@ def fit(interactions: pl.DataFrame, products: pl.DataFrame, config: RecsConfig |
     coo = model.train.tocoo()
     interactions_01 = sp.coo_matrix((np.ones_like(coo.data), (coo.row, coo.col)), shape=shape)
     model.lightfm.fit(interactions_01, user_features=model.user_features,
-                      item_features=model.item_features, sample_weight=coo,
+                      item_features=model.item_features,
+                      # LightFM's k-OS loss takes no sample weights: signals count alike there
+                      sample_weight=None if config.loss == "warp-kos" else coo,
                       epochs=config.epochs, num_threads=1)  # one thread: reproducible
     return model
 

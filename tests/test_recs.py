@@ -247,3 +247,21 @@ def test_time_split_and_cutoff_at_fraction() -> None:
     train, test = recs.time_split(interactions, cutoff)
     assert (train.height, test.height) == (8, 2)
     assert train["ts"].max() < test["ts"].min()
+
+
+def test_recency_from_the_persons_own_newest_interaction() -> None:
+    ts = [START, START + timedelta(days=10), START + timedelta(days=100)]
+    interactions = pl.DataFrame({"person_id": ["p", "p", "q"], "product_id": ["x", "y", "x"],
+                                 "kind": ["view", "view", "view"], "ts": ts})
+    products = pl.DataFrame({"product_id": ["x", "y"], "category": ["c", "c"],
+                             "price": [1.0, 2.0]})
+    weights = {}
+    for origin in ("shop", "person"):
+        model = recs.fit(interactions, products, recs.RecsConfig(
+            epochs=1, no_components=4, half_life_days=10.0, recency_from=origin))
+        p = model.user_index["p"]
+        weights[origin] = (model.train[p, model.product_index["x"]],
+                           model.train[p, model.product_index["y"]])
+    assert weights["person"] == (pytest.approx(0.5), pytest.approx(1.0))  # 10 days = 1 half-life
+    # from the shop's newest (day 100) p's views are 9 and 10 half-lives old
+    assert weights["shop"] == (pytest.approx(2 ** -10), pytest.approx(2 ** -9))
