@@ -131,17 +131,19 @@ def test_each_person_gets_one_zone_device_then_geo_then_shop_default(
                 "timezone": "Europe/Berlin"}
     traveller = {"client_id": "c-phone", "user_id": "U-C", "device_type": "android"}
     shop.ingest([
-        # A: two devices; the phone's zone is the most recent, a later geo does not beat it,
-        # nor does a later event that carries no zone
-        ev("page_view", "01 10:00", timezone="Europe/Berlin", **laptop),
-        ev("page_view", "02 10:00", timezone="Asia/Yekaterinburg", **phone),
+        # A: two devices; the phone sent the most recent zone (it also sent the oldest), a
+        # later geo does not beat it, nor does a later event that carries no zone
+        ev("page_view", "01 10:00", timezone="Asia/Yekaterinburg", **phone),
+        ev("page_view", "02 10:00", timezone="Europe/Berlin", **laptop),
+        ev("page_view", "03 09:00", timezone="Asia/Yekaterinburg", **phone),
         geo("03 10:00", VLADIVOSTOK, **phone),
         ev("page_view", "04 10:00", **laptop),
         # B: Berlin, summer and winter time (CEST +2, CET +1), and a position elsewhere
         at("2024-07-01T10:00:00Z", **berliner),
         at("2024-01-15T10:00:00Z", **berliner),
         geo("05 17:00", VLADIVOSTOK, **berliner),
-        # C: no zone sent; the latest position wins
+        # C: no zone sent; the latest position wins (it was also the first)
+        geo("01 08:00", YEKATERINBURG, **traveller),
         geo("01 09:00", VLADIVOSTOK, **traveller),
         geo("02 09:00", YEKATERINBURG, **traveller),
         ev("page_view", "02 09:01", **traveller),

@@ -4,6 +4,7 @@
     by crm/timezones.py before dbt runs). crm.users chooses: device, else geo, else the
     shop's default. A zone PostgreSQL does not know (its tz database older than the
     collector's) is passed over, so `at time zone` downstream never fails. -#}
+{{ config(pre_hook=["{{ identity_work_mem() }}"]) }}
 
 with
 
@@ -13,43 +14,61 @@ known_zones as (
 
 ),
 
-event_person as (
+evidence as (
 
-    select event_id, user_id from {{ ref('int_event_person') }}
-    where user_id is not null
+    -- one pass over the events that carry a zone or a position, with their person
+    select
+        p.user_id,
+        e.event_ts,
+        case when jsonb_typeof(e.payload -> 'timezone') = 'string'
+            then e.payload ->> 'timezone' end as device_zone,
+        -- rounded as crm/timezones.py rounds the raw payload (same casts as stg_events)
+        case when e.event_type = 'geo_location'
+            then round(e.latitude::numeric, 2) end as latitude,
+        case when e.event_type = 'geo_location'
+            then round(e.longitude::numeric, 2) end as longitude
+    from {{ ref('stg_events') }} as e
+    join {{ ref('int_event_person') }} as p using (event_id)
+    where p.user_id is not null
+        and (e.payload ? 'timezone' or e.event_type = 'geo_location')
+
+),
+
+-- per zone first (a handful per person), then the latest: no sort of every event
+device_candidates as (
+
+    select user_id, device_zone as timezone, max(event_ts) as timezone_at
+    from evidence
+    where device_zone in (select name from known_zones)
+    group by 1, 2
 
 ),
 
 device_zones as (
 
-    -- across all the person's devices; a tie in time goes to the later received, then the id
-    select distinct on (p.user_id)
-        p.user_id,
-        e.payload ->> 'timezone' as timezone,
-        e.event_ts as timezone_at
-    from {{ ref('stg_events') }} as e
-    join event_person as p using (event_id)
-    where jsonb_typeof(e.payload -> 'timezone') = 'string'
-        and e.payload ->> 'timezone' in (select name from known_zones)
-    order by p.user_id, e.event_ts desc, e.received_at desc, e.event_id desc
+    -- across all the person's devices; a tie in time goes to the first zone by name
+    select distinct on (user_id) user_id, timezone, timezone_at
+    from device_candidates
+    order by user_id, timezone_at desc, timezone
+
+),
+
+geo_candidates as (
+
+    select v.user_id, g.timezone, max(v.event_ts) as timezone_at
+    from evidence as v
+    join {{ source('enrich', 'geo_timezones') }} as g
+        on g.latitude = v.latitude and g.longitude = v.longitude
+    where g.timezone in (select name from known_zones)
+    group by 1, 2
 
 ),
 
 geo_zones as (
 
-    -- rounded as crm/timezones.py rounds the raw payload (same casts as stg_events)
-    select distinct on (p.user_id)
-        p.user_id,
-        g.timezone,
-        e.event_ts as timezone_at
-    from {{ ref('stg_events') }} as e
-    join event_person as p using (event_id)
-    join {{ source('enrich', 'geo_timezones') }} as g
-        on g.latitude = round(e.latitude::numeric, 2)
-        and g.longitude = round(e.longitude::numeric, 2)
-    where e.event_type = 'geo_location'
-        and g.timezone in (select name from known_zones)
-    order by p.user_id, e.event_ts desc, e.received_at desc, e.event_id desc
+    select distinct on (user_id) user_id, timezone, timezone_at
+    from geo_candidates
+    order by user_id, timezone_at desc, timezone
 
 )
 
