@@ -95,6 +95,16 @@ def run_demo(database_url: str, visitors: int, days: int, seed: int) -> None:
     console.print(f"dbt build done in {time.perf_counter() - started:.1f} s")
     show_crm_tables(database_url)
 
+    from crm.train import show_reports
+    from ml.train import train
+
+    console.print("training the models, gated in MLflow (crm train)...")
+    started = time.perf_counter()
+    reports = train(database_url, seed=seed)
+    console.print(f"models trained in {time.perf_counter() - started:.1f} s")
+    show_reports(reports)
+    console.print("MLflow UI: .venv/bin/crm mlflow-ui")
+
 
 def show_crm_tables(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:

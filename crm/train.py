@@ -36,6 +36,11 @@ def train_command(
         except (MartsMissing, RegistryError) as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
+    show_reports(reports)
+
+
+def show_reports(reports) -> None:
+    """The summary table: rows written, holdout metrics beside the baseline, the champion."""
     table = Table(title="crm train")
     for column in ("model", "table", "rows", "holdout", "baseline", "champion"):
         table.add_column(column)
