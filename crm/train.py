@@ -54,7 +54,7 @@ def show_reports(reports) -> None:
         else:
             verdict = f"kept v{r.version} ({r.champion_score:.3f})"
         table.add_row(r.model, r.table, f"{r.rows_written:,}", holdout, baseline, verdict)
-    Console().print(table)
+    Console(width=max(Console().width, 140)).print(table)
     for r in reports:
         if r.message:
             console.print(f"{r.model}: {r.message}")

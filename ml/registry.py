@@ -2,9 +2,10 @@
 
 A run logs its parameters, metrics beside the baseline's, data sizes, the training snapshot
 (parquet, so it can be re-evaluated or queried with DuckDB later) and the model itself, and
-registers it under `crm-<model>`. The new version takes the `champion` alias only if it
-scores better than the current champion on the same holdout; the decision and both scores
-are logged. Scoring always uses the champion.
+registers it under `crm-<model>`. The new version takes the `champion` alias unless it scores
+worse than the current champion on the same holdout, the champion's method re-fitted on the
+same training part (a tie goes to the newer fit); the decision and both scores are logged.
+Scoring always uses the champion.
 
 Tracking defaults to a SQLite store in the project's data folder (`.crm/mlflow.db`);
 `MLFLOW_TRACKING_URI` overrides it.
@@ -12,6 +13,7 @@ Tracking defaults to a SQLite store in the project's data folder (`.crm/mlflow.d
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tempfile
@@ -45,6 +47,9 @@ def tracking_uri() -> str:
 
 def _mlflow():
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Progress bars and "Created version" lines would drown `crm train`'s own summary.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
@@ -110,8 +115,10 @@ def log_and_gate(
         old_score = rescore_champion(old_obj) if rescore_champion and old_obj is not None \
             else old_metrics.get(score_key)
     new_score = metrics[score_key]
-    better = old_score is None or (new_score > old_score if higher_is_better
-                                   else new_score < old_score)
+    # Not worse on the same holdout: a tie goes to the newer fit (the same method on fresher
+    # data); a worse score keeps the champion.
+    better = old_score is None or (new_score >= old_score if higher_is_better
+                                   else new_score <= old_score)
     with mlflow.start_run(run_name=model) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
