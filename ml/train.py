@@ -109,15 +109,17 @@ def train_lifecycle(database_url: str, seed: int = 7) -> ModelReport:
     try:
         if orders.is_empty():
             raise lifecycle.NotEnoughData("no orders yet")
-        span = end - orders["ordered_at"].min()
-        calibration_end = end - min(dt.timedelta(days=90), span / 4)
-        ev = lifecycle.evaluate(orders, calibration_end, end)
+        # The holdout ends at the last order, not at the marts' "now": a shop whose data
+        # stopped (an import, a simulation) would otherwise hold out an empty period.
+        last = orders["ordered_at"].max()
+        calibration_end = last - min(dt.timedelta(days=90), (last - orders["ordered_at"].min()) / 4)
+        ev = lifecycle.evaluate(orders, calibration_end, last)
         report.metrics = {"holdout_mae": ev.mae_model, "holdout_predicted": ev.predicted_total,
                           "holdout_actual": float(ev.actual_total)}
         report.baseline = {"holdout_mae": ev.mae_baseline}
         cal = ev.per_customer  # the calibration summary, with each customer's actual count
         actual = cal["actual"].to_numpy()
-        t = (end - calibration_end).total_seconds() / 86_400 / 7
+        t = (last - calibration_end).total_seconds() / 86_400 / 7
 
         def rescore(old: lifecycle.LifecycleModel) -> float:
             # The champion's method re-fitted on the same calibration part: the stored fit saw
@@ -210,14 +212,15 @@ def train_send_time(database_url: str, seed: int = 7) -> ModelReport:
     everyone."""
     report = ModelReport("send-time", table="ml.user_send_windows")
     events, tokens = marts.send_events(database_url), marts.tokens(database_url)
-    zones, end = marts.zones(database_url), marts.as_of(database_url)
+    zones = marts.zones(database_url)
     people = marts.people(database_url)["user_id"]
     default_zone = shop_timezone()
     version = "baseline"
     try:
         if events.is_empty():
             raise send_time.NotEnoughData("no events of identified people yet")
-        cut = end - min(dt.timedelta(days=14), (end - events["ts"].min()) / 4)
+        last = events["ts"].max()  # not the marts' "now": the data may have stopped earlier
+        cut = last - min(dt.timedelta(days=14), (last - events["ts"].min()) / 4)
         early, late = events.filter(pl.col("ts") <= cut), events.filter(pl.col("ts") > cut)
         kw = {"default_zone": default_zone}
         model = send_time.fit(early if early.height else events, zones, **kw)
