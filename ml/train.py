@@ -116,7 +116,8 @@ def train_lifecycle(database_url: str, seed: int = 7) -> ModelReport:
         ev = lifecycle.evaluate(orders, calibration_end, last)
         report.metrics = {"holdout_mae": ev.mae_model, "holdout_predicted": ev.predicted_total,
                           "holdout_actual": float(ev.actual_total)}
-        report.baseline = {"holdout_mae": ev.mae_baseline}
+        report.baseline = {"holdout_mae": ev.mae_baseline,
+                           "holdout_predicted": ev.baseline_total}
         cal = ev.per_customer  # the calibration summary, with each customer's actual count
         actual = cal["actual"].to_numpy()
         t = (last - calibration_end).total_seconds() / 86_400 / 7
