@@ -18,7 +18,7 @@ import os
 import pickle
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ class Outcome:
     champion_version: str  # after the decision
     promoted: bool
     champion_score: float | None  # the previous champion on this holdout, if any
-    notes: list[str] = field(default_factory=list)
+    champion: Any  # the champion's model object after the decision, for scoring
 
 
 def log_and_gate(
@@ -141,8 +141,11 @@ def log_and_gate(
         run_id = run.info.run_id
     if better:
         client.set_registered_model_alias(name, CHAMPION, version)
-    champion_version = version if better else previous[0]
-    return Outcome(model, version, run_id, metrics, champion_version, better, old_score)
+    # The previous champion was loaded above; a stored model that no longer loads gives way.
+    keep_old = not better and previous[1] is not None
+    champion_version = previous[0] if not better else version
+    return Outcome(model, version, run_id, metrics, champion_version, better, old_score,
+                   previous[1] if keep_old else obj)
 
 
 def _champion(client, name: str) -> tuple[str, Any, dict[str, float]] | None:

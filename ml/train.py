@@ -38,28 +38,29 @@ class ModelReport:
     message: str = ""
 
 
+def _adopt(report: ModelReport, outcome: registry.Outcome) -> str:
+    """Record MLflow's decision in the report; the output tables' model_version."""
+    report.promoted, report.champion_score = outcome.promoted, outcome.champion_score
+    report.version = outcome.champion_version
+    return f"{outcome.model}-v{outcome.champion_version}"
+
+
 def _holdout_split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     idx = np.random.default_rng(seed).permutation(n)
     cut = max(1, int(n * (1 - share)))
     return np.sort(idx[:cut]), np.sort(idx[cut:])
 
 
-def _silhouette(model: segments.Clustering, frame: pl.DataFrame, seed: int) -> float:
+def _silhouette(model: segments.Clustering, frame: pl.DataFrame, seed: int,
+                random_groups: bool = False) -> float:
+    """Silhouette of `model`'s clusters on `frame`, or (`random_groups`) of as many groups
+    drawn at random: the baseline with no structure at all. 0 where it is undefined."""
     if frame.height < 3:
         return 0.0
     z = model.scaler.transform(segments._matrix(frame))
-    labels = model.kmeans.predict(z)
-    if len(set(labels)) < 2 or len(set(labels)) >= len(z):
-        return 0.0
-    return float(silhouette_score(z, labels, random_state=seed))
-
-
-def _random_silhouette(model: segments.Clustering, frame: pl.DataFrame, seed: int) -> float:
-    if frame.height < 3:
-        return 0.0
-    z = model.scaler.transform(segments._matrix(frame))
-    labels = np.random.default_rng(seed).integers(0, model.k, len(z))
-    if len(set(labels)) < 2:
+    labels = (np.random.default_rng(seed).integers(0, model.k, len(z)) if random_groups
+              else model.kmeans.predict(z))
+    if not 2 <= len(set(labels)) < len(z):
         return 0.0
     return float(silhouette_score(z, labels, random_state=seed))
 
@@ -141,14 +142,10 @@ def train_lifecycle(database_url: str, seed: int = 7) -> ModelReport:
             score_key="holdout_mae", higher_is_better=False,
             snapshot={"orders": orders}, rescore_champion=rescore,
         )
-        report.promoted, report.champion_score = outcome.promoted, outcome.champion_score
-        found = registry.champion("lifecycle")
-        champion = found[1] if found and found[1] is not None else model
+        version, champion = _adopt(report, outcome), outcome.champion
         scores = lifecycle.predict(champion, summary).rename({"person_id": "user_id"})
         frame = _patch_undefined(scores.select(list(LIFECYCLE_SCHEMA)),
                                  _lifecycle_baseline(orders, end), report)
-        report.version = outcome.champion_version
-        version = f"lifecycle-v{outcome.champion_version}"
     except lifecycle.NotEnoughData as exc:
         report.message = f"baseline only: {exc}"
         frame = _lifecycle_baseline(orders, end)
@@ -173,7 +170,7 @@ def train_segments(database_url: str, seed: int = 7) -> ModelReport:
         score = _silhouette(model, hold, seed)
         report.metrics = {"holdout_silhouette": score, "k": float(model.k)}
         # Baseline: the same number of groups drawn at random (no structure at all).
-        report.baseline = {"holdout_silhouette": _random_silhouette(model, hold, seed)}
+        report.baseline = {"holdout_silhouette": _silhouette(model, hold, seed, random_groups=True)}
         outcome = registry.log_and_gate(
             "segments", model,
             params={"k": model.k, "k_range": "2-6", "features": ",".join(
@@ -185,12 +182,8 @@ def train_segments(database_url: str, seed: int = 7) -> ModelReport:
             snapshot={"people": people},
             rescore_champion=lambda old: _silhouette(old, hold, seed),
         )
-        report.promoted, report.champion_score = outcome.promoted, outcome.champion_score
-        found = registry.champion("segments")
-        champion = found[1] if found and found[1] is not None else model
-        version = f"segments-v{outcome.champion_version}"
+        version, champion = _adopt(report, outcome), outcome.champion
         outputs.append(segments.assign_clusters(champion, people))
-        report.version = outcome.champion_version
     except ValueError as exc:  # too few people or profiles to cluster: rules only
         report.message = f"no clustering ({exc}); rule segments only"
     frame = pl.concat(outputs) if people.height else pl.DataFrame(
@@ -255,12 +248,8 @@ def train_send_time(database_url: str, seed: int = 7) -> ModelReport:
             rescore_champion=lambda old: hit_rate(send_time.predict(send_time.fit(
                 early if early.height else events, zones, params=old.params, **kw), tokens)),
         )
-        report.promoted, report.champion_score = outcome.promoted, outcome.champion_score
-        found = registry.champion("send-time")
-        champion = found[1] if found and found[1] is not None else full
+        version, champion = _adopt(report, outcome), outcome.champion
         frame = send_time.predict(champion, tokens, people=people)
-        report.version = outcome.champion_version
-        version = f"send-time-v{outcome.champion_version}"
     except send_time.NotEnoughData as exc:
         report.message = f"baseline only: {exc}"
         frame = pl.DataFrame({"person_id": people.cast(pl.String)}).join(
@@ -334,12 +323,8 @@ def train_recs(database_url: str, seed: int = 7) -> ModelReport:
             score_key="precision_at_10", snapshot={"interactions": inter, "products": products},
             rescore_champion=rescore,
         )
-        report.promoted, report.champion_score = outcome.promoted, outcome.champion_score
-        found = registry.champion("recs")
-        champion = found[1] if found and found[1] is not None else full
+        version, champion = _adopt(report, outcome), outcome.champion
         known = recs.recommend(champion, everyone.cast(pl.String).to_list(), k=TOP_K)
-        report.version = outcome.champion_version
-        version = f"recs-v{outcome.champion_version}"
     except recs.NotEnoughData as exc:
         report.message = f"popularity only: {exc}"
     frame = known.with_columns(source=pl.lit("model"))
