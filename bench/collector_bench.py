@@ -6,6 +6,14 @@
 
     .venv/bin/python bench/collector_bench.py [--events 300000] [--clients 8]
 
+Side by side with another version of the project (a git worktree of an older commit): whole
+runs alternate between the two trees, each on a fresh database, and a table of every run
+closes the output. The load generator and (c) are this file in both cases, so only the
+collector (and its migrations) differ.
+
+    git worktree add /tmp/old b23ee35
+    .venv/bin/python bench/collector_bench.py --compare /tmp/old --runs 6
+
 The load generator is a small asyncio HTTP/1.1 client over keep-alive connections that fills
 unique event ids into pre-built bodies with one bytes.replace, so it costs the machine little
 next to the collector and the database (all three share the same 2 cores).
@@ -17,8 +25,10 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +38,10 @@ from pathlib import Path
 import orjson
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
+# The project tree whose collector and migrations run (another version under --compare).
+ROOT = Path(os.environ.get("CRM_BENCH_ROOT") or Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(ROOT))
 
-from collector.storage import EVENT_COLUMNS, Submission, _event_row  # noqa: E402
-from collector.validation import validate_events  # noqa: E402
 from crm import keys  # noqa: E402
 from crm.db.embedded import EmbeddedPostgres  # noqa: E402
 from crm.db.migrate import migrate  # noqa: E402
@@ -145,36 +154,46 @@ async def open_loop(port, key, template, rate, seconds, clients, first) -> list[
     return latencies
 
 
-CEILING_TABLE = f"""
-CREATE TABLE IF NOT EXISTS public.copy_ceiling AS
-    SELECT {EVENT_COLUMNS} FROM raw.events WITH NO DATA;
-ALTER TABLE public.copy_ceiling DROP CONSTRAINT IF EXISTS copy_ceiling_pkey;
-ALTER TABLE public.copy_ceiling ADD PRIMARY KEY (event_id);
+CEILING_COLUMNS = (
+    "event_id, event_type, event_ts, received_at, client_id, user_id, device_type, "
+    "push_token, email, phone, source, payload, received_day"
+)
+CEILING_TABLE = """
+CREATE TABLE IF NOT EXISTS public.copy_ceiling (
+    event_id uuid PRIMARY KEY, event_type text NOT NULL, event_ts timestamptz NOT NULL,
+    received_at timestamptz NOT NULL, client_id text, user_id text, device_type text,
+    push_token text, email text, phone text, source text NOT NULL, payload jsonb NOT NULL,
+    received_day date NOT NULL
+);
 CREATE INDEX IF NOT EXISTS copy_ceiling_received_at ON public.copy_ceiling
     USING brin (received_at);
 """
 
 
 def copy_ceiling(url: str, run: str, events: int, chunk: int) -> float:
-    """Plain COPY of exactly the rows the collector would write, in chunks of `chunk`, into a
-    table of the raw-event shape with a uuid primary key (the unique check any deduplicating
-    store pays), unpartitioned: the ceiling measured before events were partitioned by
-    received day, so the ratio stays comparable across versions."""
+    """Plain COPY of the rows the collector writes for these events, in chunks of `chunk`,
+    into an unpartitioned table of the raw-event shape with a uuid primary key (the unique
+    check any deduplicating store pays). The rows are built here, not by the collector's
+    code, so the ceiling is the same whichever version of the collector is measured."""
     when = dt.datetime.now(dt.UTC)
-    items = [event_template(i % 4096, run, when) for i in range(events)]
-    for _n, item in enumerate(items):
-        item["event_id"] = str(uuid.uuid4())
     received = dt.datetime.now(dt.UTC)
-    valid, _ = validate_events(items, received)
-    sub = Submission(valid, [], "bench:copy", received)
-    rows = [_event_row(e, sub, sub.received_day) for e in valid]
+    rows = []
+    for i in range(events):
+        item = event_template(i % 4096, run, when)
+        item["event_id"] = str(uuid.uuid4())
+        ts = dt.datetime.fromisoformat(item["timestamp"])
+        rows.append((
+            uuid.UUID(item["event_id"]), item["event"], ts, received, item["client_id"],
+            item["user_id"], item["device_type"], None, None, None,
+            "bench:copy", orjson.dumps(item).decode(), received.date(),
+        ))
     with psycopg.connect(url) as conn:
         conn.execute(CEILING_TABLE)
         conn.commit()
         start = time.perf_counter()
         for i in range(0, len(rows), chunk):
             with conn.transaction(), conn.cursor().copy(
-                f"COPY public.copy_ceiling ({EVENT_COLUMNS}) FROM STDIN"
+                f"COPY public.copy_ceiling ({CEILING_COLUMNS}) FROM STDIN"
             ) as copy:
                 for row in rows[i : i + chunk]:
                     copy.write_row(row)
@@ -187,6 +206,62 @@ def percentile(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=1000)[int(p * 10) - 1]
 
 
+FIGURES = {
+    "copy": re.compile(r"\(c\) plain COPY.*median:\s+([\d,]+)"),
+    "http": re.compile(r"\(a\) \d+-event batches.*median:\s+([\d,]+)"),
+    "single": re.compile(r"\(b\) single-event requests, \d+ clients, max:\s+([\d,]+)"),
+    "p99": re.compile(r"\(b\) single-event requests at 1,000 req/s.*p99 ([\d.]+) ms"),
+    "stored": re.compile(r"rows committed by the collector: ([\d,]+) \(expected ([\d,]+)\)"),
+}
+
+
+def compare(other: Path, runs: int, passed: list[str]) -> None:
+    """Whole runs of this benchmark, alternating between `other` and this tree; every run's
+    figures, then the median and the worst (a) / (c) ratio of each version."""
+    this = Path(__file__).resolve().parents[1]
+    trees = [("before", other), ("after", this)]
+    table = []
+    for n in range(runs):
+        label, tree = trees[n % 2]
+        print(f"--- run {n + 1}: {label} ({tree})", flush=True)
+        out = subprocess.run(
+            [sys.executable, __file__, *passed], env={**os.environ, "CRM_BENCH_ROOT": str(tree)},
+            capture_output=True, text=True, check=False,
+        )
+        print(out.stdout, end="", flush=True)
+        if out.returncode:
+            print(out.stderr[-3000:])
+            raise SystemExit(f"run {n + 1} failed")
+        found = {k: rx.search(out.stdout) for k, rx in FIGURES.items()}
+        num = {k: float(m.group(1).replace(",", "")) if m else float("nan")
+               for k, m in found.items()}
+        table.append((n + 1, label, num))
+    print("| run | version | (c) COPY rows/s | (a) HTTP events/s | (a)/(c) | (b) max req/s "
+          "| (b) p99 at 1,000/s |")
+    print("|---|---|---|---|---|---|---|")
+    for n, label, v in table:
+        print(f"| {n} | {label} | {v['copy']:,.0f} | {v['http']:,.0f} | "
+              f"{v['http'] / v['copy']:.1%} | {v['single']:,.0f} | {v['p99']:.1f} ms |")
+    for label, _ in trees:
+        ratios = [v["http"] / v["copy"] for _, lab, v in table if lab == label]
+        if ratios:
+            print(f"{label}: (a)/(c) median {statistics.median(ratios):.1%}, "
+                  f"worst {min(ratios):.1%} over {len(ratios)} runs")
+
+
+def without_compare_options(argv: list[str]) -> list[str]:
+    """`argv` minus --compare/--runs and their values (the rest is passed to every run)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--compare", "--runs"):
+            skip = True
+        elif not a.startswith(("--compare=", "--runs=")):
+            out.append(a)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000, help="events for (a) and (c)")
@@ -195,14 +270,23 @@ def main() -> None:
     ap.add_argument("--single-requests", type=int, default=20_000)
     ap.add_argument("--single-clients", type=int, default=32, help="concurrent clients for (b)")
     ap.add_argument("--collector-args", nargs="*", default=[], help="extra `crm collector` options")
-    args = ap.parse_args()
+    ap.add_argument("--port", type=int, default=18080)
+    ap.add_argument("--compare", type=Path, metavar="TREE",
+                    help="alternate whole runs with the project tree TREE (an older worktree)")
+    ap.add_argument("--runs", type=int, default=6, help="runs under --compare (both trees)")
+    args, passed = ap.parse_known_args()
+    if args.compare:
+        compare(args.compare.resolve(), args.runs, without_compare_options(sys.argv[1:]))
+        return
+    if passed:
+        ap.error(f"unrecognised arguments: {' '.join(passed)}")
 
     state = Path(tempfile.mkdtemp(prefix="crm-bench-"))
     pg = EmbeddedPostgres(state / "pgdata")
     url = pg.start()
     migrate(url)
     key = keys.create(url, "bench")
-    port = 18080
+    port = args.port
     with running_collector(url, port, *args.collector_args):
         now = dt.datetime.now(dt.UTC)
         print(f"machine: {os.cpu_count()} cores (collector, PostgreSQL and load share them)")
