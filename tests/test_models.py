@@ -85,14 +85,39 @@ def test_send_windows_cover_everyone_with_a_valid_channel(shop: str):
 def test_segments_notebook_runs_on_the_trained_shop(shop: str, monkeypatch):
     train(shop, seed=7)
     monkeypatch.setenv("CRM_DATABASE_URL", shop)
-    nb = jupytext.read(ROOT / "notebooks" / "segments.py")
+    outputs = _run_notebook("segments.py")
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # the two plots
+    last = outputs[-1]["data"]["text/plain"]
+    assert "people_with_a_segment" in last
+
+
+def _run_notebook(name: str) -> list:
+    nb = jupytext.read(ROOT / "notebooks" / name)
     NotebookClient(nb, kernel_name="python3", timeout=300,
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # the two plots
-    last = outputs[-1]["data"]["text/plain"]
-    assert "people_with_a_segment" in last
+    return outputs
+
+
+def test_recommendations_notebook_runs_on_the_trained_shop(shop: str, monkeypatch):
+    train(shop, ["segments"], seed=7)
+    [report] = train(shop, ["recs"], seed=7)
+    monkeypatch.setenv("CRM_DATABASE_URL", shop)
+    outputs = _run_notebook("recommendations.py")
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # quality, coverage
+    text = [o["data"]["text/plain"] for o in outputs if "text/plain" in o.get("data", {})]
+    # the quality table carries this run's figures beside popularity's
+    quality = next(t for t in text if "precision_at_10" in t and "popularity" in t)
+    assert f"{report.metrics['precision_at_10']:.3f}"[:4] in quality
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "model" in printed and "cold_start" in printed  # lists from both sources
+    with psycopg.connect(shop) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT p.product_name FROM ml.user_recommendations r JOIN crm.dim_products p "
+            "USING (product_id) WHERE p.product_name IS NOT NULL LIMIT 50").fetchall()]
+    assert any(n[:20] in printed for n in names), "lists show product names"
+    assert "catalogue_coverage" in text[-1]
 
 
 def test_recommendations_skip_bought_products_and_cover_everyone(shop: str):
