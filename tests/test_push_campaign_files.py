@@ -1,0 +1,45 @@
+"""Campaign files: the shipped ones load, bad ones fail naming the field."""
+
+from pathlib import Path
+
+import pytest
+
+from push.campaign import CampaignFileError, load_campaign, load_campaigns
+
+
+def test_shipped_campaigns_load() -> None:
+    campaigns = load_campaigns()
+    assert set(campaigns) >= {"nightly_recommendations", "abandoned_cart"}
+    assert campaigns["nightly_recommendations"].send_time == "best_window"
+    assert campaigns["abandoned_cart"].audience.trigger == "abandoned_cart"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("name: Bad Name\naudience: {}\nmessage: {title: a, body: b}\n", "name"),
+        ("name: x\naudience: {segmentz: [a]}\nmessage: {title: a, body: b}\n", "audience.segmentz"),
+        ("name: x\naudience: {}\nmessage: {title: a}\n", "message.body"),
+        ("name: x\naudience: {}\nmessage: {title: a, body: b}\nschedule: '1 2'\n", "schedule"),
+        (
+            "name: x\naudience: {}\nmessage: {title: a, body: b}\nguardrails: {per_day: -1}\n",
+            "guardrails.per_day",
+        ),
+        ("- not a mapping\n", "mapping"),
+        ("name: [unclosed\n", "cannot read"),
+    ],
+)
+def test_bad_campaign_file_names_the_problem(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(CampaignFileError, match=r"bad\.yaml") as info:
+        load_campaign(path)
+    assert named in str(info.value)
+
+
+def test_toml_campaign(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(
+        'name = "t"\n[audience]\nsegments = ["s1"]\n[message]\ntitle = "a"\nbody = "b"\n'
+    )
+    assert load_campaign(path).audience.segments == ["s1"]
