@@ -11,6 +11,7 @@ import orjson
 import psycopg
 import pytest
 from nbclient import NotebookClient
+from typer.testing import CliRunner
 
 from collector.ingest import ingest_items
 from crm.transform import transform
@@ -19,6 +20,7 @@ from ml.marts import MartsMissing, people
 from ml.train import train
 from simulator import SimConfig, simulate
 from tests.conftest import DBT_SCHEMAS, ROOT
+from tests.warehouse import Warehouse, ev
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +235,112 @@ def test_an_empty_shop_gets_a_message_not_a_crash(clean_warehouse, database_url,
     assert seg.rows_written == 0 and "no people" in seg.message
     assert rec.rows_written == 0 and "no interactions" in rec.message
     assert send.rows_written == 0 and "no events" in send.message
+
+
+# ------------------------------------------------- edge cases, through the whole `crm train`
+
+
+def _view(day: int, who: str, sku: str) -> dict:
+    return ev("product_view", f"{day:02d} 10:00", client_id=f"c-{who}", email=f"{who}@x.ru",
+              product_id=sku, product_name=f"Product {sku}", category="mugs", price=10)
+
+
+def _order(day: int, who: str, *skus: str) -> dict:
+    return ev("order_complete", f"{day:02d} 10:05", client_id=f"c-{who}", email=f"{who}@x.ru",
+              order_id=f"O-{who}-{day}", total_price=10 * len(skus),
+              order_items=[{"product_id": s, "quantity": 1, "price": 10} for s in skus])
+
+
+def _crm_train(url: str) -> str:
+    """`crm train` itself, as a shop runs it: exit code 0 and its whole output."""
+    from crm.cli import app
+
+    run = CliRunner().invoke(app, ["train"], env={"CRM_DATABASE_URL": url, "COLUMNS": "200"})
+    assert run.exit_code == 0, (run.output, run.exception)
+    print(run.output)  # shown with -s or on failure
+    return run.output
+
+
+def _recommended(url: str) -> dict[str, list[str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT p.email, r.product_id FROM ml.user_recommendations r "
+                            "JOIN crm.users p ON p.user_id::text = r.user_id "
+                            "ORDER BY 1, r.rank").fetchall()
+    lists: dict[str, list[str]] = {}
+    for email, product in rows:
+        lists.setdefault(email, []).append(product)
+    return lists
+
+
+def _tables_typed(url: str) -> None:
+    """Every output table exists with its model_version column, whatever the shop."""
+    with psycopg.connect(url) as conn:
+        tables = {t for (t,) in conn.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'ml' "
+            "AND column_name = 'model_version'").fetchall()}
+    assert {"user_lifecycle", "user_segments", "user_recommendations", "user_send_windows",
+            "user_recommendation"} <= tables
+
+
+def test_a_one_product_catalogue_gets_popularity_and_a_message(clean_warehouse, database_url,
+                                                                mlflow_store):
+    shop = Warehouse(database_url)
+    shop.ingest([_view(d, w, "SKU-1") for d, w in ((1, "ann"), (2, "bob"), (3, "cat"),
+                                                    (4, "dan"))]
+                + [_order(5, "ann", "SKU-1"), _order(6, "bob", "SKU-1"),
+                   _order(20, "ann", "SKU-1")])
+    shop.transform(full_refresh=True)
+    before = registry.champion("recs")
+    out = _crm_train(database_url)
+    assert "recs: popularity only: one product in the catalogue" in out
+    _tables_typed(database_url)
+    # No model was fitted, so no (empty) champion was registered or replaced.
+    assert registry.champion("recs") == before
+    lists = _recommended(database_url)
+    # The one product, from popularity, to those who have not bought it yet; nothing to the
+    # buyers (nobody is shown what they bought).
+    assert lists == {"cat@x.ru": ["SKU-1"], "dan@x.ru": ["SKU-1"]}
+
+
+def test_no_purchases_yet_and_a_person_with_one_event(clean_warehouse, database_url,
+                                                     mlflow_store):
+    shop = Warehouse(database_url)
+    views = [_view(d, w, s) for d in (1, 3, 6, 9) for w, s in (("ann", "SKU-1"),
+                                                              ("bob", "SKU-2"),
+                                                              ("cat", "SKU-3"))]
+    shop.ingest([*views, _view(2, "ann", "SKU-2"), _view(8, "bob", "SKU-3"),
+                 ev("page_view", "04 12:00", client_id="c-once", email="once@x.ru")])
+    shop.transform(full_refresh=True)
+    out = _crm_train(database_url)
+    assert "lifecycle: baseline only: no orders" in out
+    _tables_typed(database_url)
+    with psycopg.connect(database_url) as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM crm.users), "
+            "(SELECT count(DISTINCT user_id) FROM ml.user_segments), "
+            "(SELECT count(*) FROM ml.user_send_windows), "
+            "(SELECT count(*) FROM ml.user_lifecycle)").fetchone()
+    assert counts[0] == 4 and counts[1:] == (4, 4, 0)
+    lists = _recommended(database_url)
+    # Everyone gets a list, the one-event person from popularity (cold start).
+    assert set(lists) == {"ann@x.ru", "bob@x.ru", "cat@x.ru", "once@x.ru"}
+    assert all(lists.values())
+
+
+def test_a_product_never_bought_is_still_in_the_lists(clean_warehouse, database_url,
+                                                      mlflow_store):
+    shop = Warehouse(database_url)
+    people = [f"p{i}" for i in range(8)]
+    events = []
+    for i, who in enumerate(people):
+        events += [_view(1 + i % 3, who, "SKU-1"), _view(4 + i % 3, who, "SKU-2"),
+                   _order(10 + i, who, "SKU-1")]
+    events.append(_view(25, "p0", "SKU-NEW"))  # viewed once, never bought
+    shop.ingest(events)
+    shop.transform(full_refresh=True)
+    _crm_train(database_url)
+    _tables_typed(database_url)
+    lists = _recommended(database_url)
+    assert set(lists) == {f"{w}@x.ru" for w in people}
+    assert any("SKU-NEW" in products for products in lists.values())
+    assert not any("SKU-1" in products for products in lists.values())  # all bought it
