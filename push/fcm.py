@@ -1,0 +1,159 @@
+"""FCM HTTP v1 sender: OAuth bearer from a service-account JSON, bounded concurrency,
+retries for 429/5xx honouring Retry-After up to a cap, dead tokens reported as such."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import jwt
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base, wait_exponential_jitter
+
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    status: str  # "sent" | "failed"
+    reason: str | None = None
+    dead_token: bool = False
+
+
+class Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class WaitRetryAfter(wait_base):
+    """Retry-After when the server sent one (capped), else exponential backoff with jitter."""
+
+    def __init__(self, cap: float = 30.0) -> None:
+        self.cap = cap
+        self.fallback = wait_exponential_jitter(multiplier=0.2, max=cap)
+
+    def __call__(self, retry_state) -> float:  # type: ignore[override]
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self.cap)
+        return self.fallback(retry_state)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class FcmSender:
+    def __init__(
+        self,
+        credentials: dict,
+        base_url: str,
+        concurrency: int = 64,
+        attempts: int = 5,
+        retry_cap: float = 30.0,
+        verify: bool | str = True,
+    ) -> None:
+        self.credentials = credentials
+        self.base_url = base_url.rstrip("/")
+        self.limit = asyncio.Semaphore(concurrency)
+        self.attempts = attempts
+        self.retry_cap = retry_cap
+        self.client = httpx.AsyncClient(
+            timeout=10, verify=verify, limits=httpx.Limits(max_connections=concurrency)
+        )
+        self._token: tuple[str, float] | None = None
+        self._token_lock = asyncio.Lock()
+
+    @classmethod
+    def from_env(cls, **kwargs) -> FcmSender:
+        path = os.environ.get("CRM_FCM_CREDENTIALS")
+        if not path:
+            raise RuntimeError("CRM_FCM_CREDENTIALS is not set (path to a service-account JSON)")
+        creds = json.loads(Path(path).read_text())
+        return cls(creds, os.environ.get("CRM_FCM_URL", "https://fcm.googleapis.com"), **kwargs)
+
+    async def _bearer(self) -> str:
+        async with self._token_lock:
+            if self._token and self._token[1] > time.time() + 300:
+                return self._token[0]
+            now = int(time.time())
+            assertion = jwt.encode(
+                {
+                    "iss": self.credentials["client_email"],
+                    "scope": SCOPE,
+                    "aud": self.credentials["token_uri"],
+                    "iat": now,
+                    "exp": now + 3600,
+                },
+                self.credentials["private_key"],
+                algorithm="RS256",
+                headers={"kid": self.credentials.get("private_key_id")},
+            )
+            resp = await self.client.post(
+                self.credentials["token_uri"],
+                data={
+                    "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                    "assertion": assertion,
+                },
+            )
+            resp.raise_for_status()
+            body = resp.json()
+            self._token = (body["access_token"], time.time() + body.get("expires_in", 3600))
+            return self._token[0]
+
+    async def _once(self, token: str, title: str, body: str, data: dict[str, str]) -> SendResult:
+        url = f"{self.base_url}/v1/projects/{self.credentials['project_id']}/messages:send"
+        message = {
+            "message": {
+                "token": token,
+                "notification": {"title": title, "body": body},
+                "data": data,
+            }
+        }
+        resp = await self.client.post(
+            url, json=message, headers={"Authorization": f"Bearer {await self._bearer()}"}
+        )
+        if resp.status_code == 200:
+            return SendResult("sent")
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise Retryable(
+                f"http_{resp.status_code}", retry_after_seconds(resp.headers.get("retry-after"))
+            )
+        error = resp.json().get("error", {}) if resp.content else {}
+        code = error.get("status", "")
+        details = json.dumps(error.get("details", []))
+        if resp.status_code == 404 or code == "UNREGISTERED" or "UNREGISTERED" in details:
+            return SendResult("failed", "unregistered", dead_token=True)
+        if code == "INVALID_ARGUMENT" and "token" in error.get("message", "").lower():
+            return SendResult("failed", "bad_token", dead_token=True)
+        return SendResult("failed", f"http_{resp.status_code}:{code}")
+
+    async def send(self, token: str, title: str, body: str, data: dict[str, str]) -> SendResult:
+        async with self.limit:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(Retryable),
+                    stop=stop_after_attempt(self.attempts),
+                    wait=WaitRetryAfter(self.retry_cap),
+                    reraise=True,
+                ):
+                    with attempt:
+                        return await self._once(token, title, body, data)
+            except Retryable as exc:
+                return SendResult("failed", exc.reason)
+            except httpx.HTTPError as exc:
+                return SendResult("failed", f"transport:{type(exc).__name__}")
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,81 @@
+"""FCM sender against the local fake FCM over real HTTP: OAuth, dead tokens, retries."""
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from push.fake_fcm import FakeFcmState, create_app
+from push.fcm import FcmSender
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def fake_fcm() -> Iterator[tuple[FakeFcmState, str]]:
+    state = FakeFcmState()
+    port = _port()
+    server = uvicorn.Server(uvicorn.Config(create_app(state), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield state, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(5)
+
+
+def _credentials(base: str) -> dict:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": "demo-shop",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "crm@demo-shop.iam.gserviceaccount.com",
+        "token_uri": f"{base}/token",
+    }
+
+
+def test_sends_dead_tokens_and_retries(fake_fcm: tuple[FakeFcmState, str]) -> None:
+    state, base = fake_fcm
+    state.failures.update(
+        {"dead": "unregistered", "junk": "bad_token", "slow": "429:1", "flaky": "500"}
+    )
+
+    async def run() -> dict:
+        sender = FcmSender(_credentials(base), base, retry_cap=5)
+        try:
+            tokens = ["ok", "dead", "junk", "slow", "flaky"]
+            results = await asyncio.gather(
+                *(sender.send(t, "hi", "there", {"delivery_id": f"d-{t}"}) for t in tokens)
+            )
+            return dict(zip(tokens, results, strict=True))
+        finally:
+            await sender.aclose()
+
+    started = time.monotonic()
+    results = asyncio.run(run())
+    elapsed = time.monotonic() - started
+    assert results["ok"].status == "sent"
+    assert (results["dead"].reason, results["dead"].dead_token) == ("unregistered", True)
+    assert (results["junk"].reason, results["junk"].dead_token) == ("bad_token", True)
+    assert results["slow"].status == "sent" and state.attempts["slow"] == 2
+    assert results["flaky"].status == "sent" and state.attempts["flaky"] == 2
+    assert elapsed >= 1.0  # the 429's Retry-After: 1 was honoured
+    assert state.attempts["dead"] == 1  # dead tokens are not retried
+    sent = {m["token"]: m["data"]["delivery_id"] for m in state.received}
+    assert sent == {"ok": "d-ok", "slow": "d-slow", "flaky": "d-flaky"}
