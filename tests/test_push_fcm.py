@@ -79,3 +79,41 @@ def test_sends_dead_tokens_and_retries(fake_fcm: tuple[FakeFcmState, str]) -> No
     assert state.attempts["dead"] == 1  # dead tokens are not retried
     sent = {m["token"]: m["data"]["delivery_id"] for m in state.received}
     assert sent == {"ok": "d-ok", "slow": "d-slow", "flaky": "d-flaky"}
+
+
+def test_delivery_from_ledger_records_dead_tokens(fake_fcm: tuple[FakeFcmState, str], db) -> None:
+    from datetime import UTC, datetime, timedelta
+    from uuid import uuid4
+
+    from push.deliver import deliver
+    from push.ledger import PlannedPush, counts, plan
+
+    state, base = fake_fcm
+    now = datetime.now(UTC)
+    run = str(uuid4())
+    dead = f"dead-{run}"
+    state.failures[dead] = "unregistered"
+    rows = [
+        PlannedPush(f"u{i}", "fcm", f"tok{i}-{run}", now, now + timedelta(hours=1), "t", "b")
+        for i in range(20)
+    ]
+    rows.append(PlannedPush("u-dead", "fcm", dead, now, now + timedelta(hours=1), "t", "b"))
+    plan(db, "fcm_ledger", run, rows)
+
+    async def run_once() -> dict:
+        sender = FcmSender(_credentials(base), base)
+        try:
+            return await deliver(db, "fcm_ledger", run, now, {"fcm": sender}, batch=7)
+        finally:
+            await sender.aclose()
+
+    assert asyncio.run(run_once()) == {"sent": 20, "failed": 1}
+    assert asyncio.run(run_once()) == {"sent": 0, "failed": 0}  # a re-run sends nothing
+    assert counts(db, "fcm_ledger", run) == {"sent": 20, "failed": 1}
+    assert len(state.received) == 20
+    ids = {m["data"]["delivery_id"] for m in state.received}
+    assert len(ids) == 20
+    reason = db.execute(
+        "SELECT reason FROM push.token_invalidations WHERE push_token = %s", (dead,)
+    ).fetchone()
+    assert reason == ("unregistered",)
