@@ -1,0 +1,42 @@
+"""Fixtures of the Dagster tests: a small simulated shop in the test database, an MLflow
+store and a Dagster instance (PostgreSQL storage) in temporary folders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from collector.ingest import ingest_items
+from simulator import SimConfig, simulate
+from tests.conftest import DBT_SCHEMAS
+
+
+@pytest.fixture(scope="module")
+def dagster_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """CRM_DATABASE_URL, MLflow and DAGSTER_HOME of this module's runs; yields DAGSTER_HOME."""
+    from dagster_project.instance import ensure_instance
+
+    base = tmp_path_factory.mktemp("dagster")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CRM_DATABASE_URL", database_url)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'mlflow.db'}")
+        mp.setenv("CRM_DAGSTER_HOME", str(base / "home"))
+        mp.setenv("DAGSTER_HOME", str(base / "home"))
+        home = ensure_instance(database_url)
+        yield home
+
+
+def fill_shop(database_url: str, visitors: int = 300, days: int = 30, seed: int = 5) -> None:
+    """Empty warehouse, then a simulated shop's events through the collector's validation."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE raw.events, raw.rejected_events")
+        for schema in (*DBT_SCHEMAS, "ml"):
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    sim = simulate(SimConfig(visitors=visitors, days=days, seed=seed,
+                             push_campaigns_per_week=7))
+    ingest_items((orjson.loads(x) for x in sim.lines), database_url=database_url,
+                 source="ingest:sim", progress=False)
