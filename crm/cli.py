@@ -11,6 +11,7 @@ from rich.table import Table
 from crm.importers.cli import import_app
 from crm.train import mlflow_ui_command, train_command
 from crm.transform import transform_command
+from push.cli import campaign_app
 from simulator.cli import simulate
 
 app = typer.Typer(help="Customer-data and CRM pipeline for online shops.", no_args_is_help=True)
@@ -19,6 +20,7 @@ keys_app = typer.Typer(help="Write keys for the collector.", no_args_is_help=Tru
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(import_app, name="import")
+app.add_typer(campaign_app, name="campaign")
 app.command("simulate")(simulate)
 app.command("transform")(transform_command)
 app.command("train")(train_command)
