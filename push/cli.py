@@ -1,0 +1,116 @@
+"""`crm campaign list | run NAME [--dry-run] [--now ISO] | deliver`: campaigns from the terminal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+campaign_app = typer.Typer(help="Push campaigns (files in campaigns/).", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _url() -> str:
+    from crm.db.migrate import migrate
+    from crm.settings import database_url
+
+    url = database_url()
+    migrate(url)
+    return url
+
+
+def _now(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        console.print(f"[red]error:[/] --now {value!r} is not an ISO date-time "
+                      "(e.g. 2026-06-01T09:00:00+00:00)")
+        raise typer.Exit(2) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@campaign_app.command("list")
+def list_command() -> None:
+    """The campaign files and, for each, how many people its audience has now."""
+    import psycopg
+
+    from push.audience import AudienceError, build_audience
+    from push.campaign import CampaignFileError, campaign_files, load_campaign
+
+    table = Table("campaign", "file", "when", "send time", "audience", "reachable", "skips")
+    url = _url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for path in campaign_files():
+            try:
+                c = load_campaign(path)
+            except CampaignFileError as exc:
+                table.add_row("?", path.name, "", "", f"[red]{exc}[/]", "", "")
+                continue
+            when = c.schedule or (f"trigger: {c.audience.trigger}" if c.audience.trigger else "")
+            try:
+                audience = build_audience(conn, c)
+                skips = ", ".join(f"{k}={v}" for k, v in sorted(audience.skip_counts().items()))
+                reach = str(len({r.person_id for r in audience.recipients}))
+                table.add_row(c.name, path.name, when, c.send_time, str(audience.people),
+                              reach, skips)
+            except AudienceError as exc:
+                table.add_row(c.name, path.name, when, c.send_time, f"[yellow]{exc}[/]", "", "")
+    Console().print(table)
+
+
+@campaign_app.command("run")
+def run_command(
+    name: str = typer.Argument(..., help="The campaign's name (see `crm campaign list`)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and show; write and send nothing."),
+    now: str = typer.Option(None, "--now", help="The run's clock, ISO 8601 (default: now)."),
+    run_id: str = typer.Option(None, "--run-id", help="Default: the UTC date of --now."),
+) -> None:
+    """Plan the campaign's run in the ledger and send what is due; ends with
+    `sent=<n> skipped=<n> failed=<n>`."""
+    from push.audience import AudienceError
+    from push.campaign import CampaignFileError
+    from push.message import MessageTemplateError
+    from push.run import CampaignBusyError, run_campaign
+
+    try:
+        s = run_campaign(_url(), name, now=_now(now), dry_run=dry_run, run_id=run_id)
+    except (CampaignFileError, AudienceError, MessageTemplateError, CampaignBusyError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    print(f"campaign {s.campaign} run {s.run_id}{' (dry run: nothing written)' if dry_run else ''}")
+    print(f"audience: {s.audience} people, {s.recipients} reachable")
+    if s.skips:
+        print("skipped by reason: " + ", ".join(f"{k}={v}" for k, v in s.skips.items()))
+    if s.failures:
+        print("failed by reason: " + ", ".join(f"{k}={v}" for k, v in s.failures.items()))
+    if s.waiting:
+        print(f"waiting for their send time: {s.waiting}")
+    if s.sample:
+        print(f"sample message ({s.sample['channel']}, at {s.sample['send_at']}): "
+              f"{s.sample['title']} | {s.sample['body']}")
+    if dry_run:
+        print(f"would send: {s.to_send}")
+    print(s.line())
+
+
+@campaign_app.command("deliver")
+def deliver_command(
+    now: str = typer.Option(None, "--now", help="The clock, ISO 8601 (default: now)."),
+) -> None:
+    """Send every campaign's planned rows whose send time has come."""
+    from push.run import CampaignBusyError, deliver_due
+
+    try:
+        out = deliver_due(_url(), _now(now))
+    except CampaignBusyError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    for name, totals in out.items():
+        print(f"{name}: sent={totals.get('sent', 0)} failed={totals.get('failed', 0)}")
+    sent = sum(t.get("sent", 0) for t in out.values())
+    failed = sum(t.get("failed", 0) for t in out.values())
+    print(f"sent={sent} skipped=0 failed={failed}")
