@@ -1,8 +1,9 @@
 """The delivery ledger (push.deliveries): plan before sending, then settle each row once.
 
-Planning inserts with ON CONFLICT DO NOTHING on (campaign, run_id, person_id), so re-running a
-plan adds nothing; senders only take rows still 'planned' and settle them with a guarded
-UPDATE (status = 'planned'), so a resumed run never settles a row twice.
+Planning inserts with ON CONFLICT DO NOTHING on (campaign, run_id, person_id, device), so
+re-running a plan adds nothing; senders claim rows still 'planned' (attempts + 1, committed
+before the send) and settle them with a guarded UPDATE (status = 'planned'), so a resumed run
+never settles a row twice and knows which rows were in flight when it stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class PlannedPush:
     title: str
     body: str
     skip_reason: str | None = None  # guardrail that already decided this row
+    device: int = 0  # > 0 only for the extra devices of an all-devices campaign
 
 
 def plan(conn: psycopg.Connection, campaign: str, run_id: str, rows: list[PlannedPush]) -> int:
@@ -35,32 +37,36 @@ def plan(conn: psycopg.Connection, campaign: str, run_id: str, rows: list[Planne
             ([r.person_id for r in rows],),
         )
     }
-    new = 0
-    with conn.transaction():
-        for r in rows:
-            reason = "opted_out" if r.person_id in opted_out else r.skip_reason
-            cur = conn.execute(
-                """INSERT INTO push.deliveries (campaign, run_id, person_id, channel, push_token,
-                       send_at, expires_at, title, body, status, reason, finished_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                           CASE WHEN %s::text IS NULL THEN NULL ELSE now() END)
-                   ON CONFLICT (campaign, run_id, person_id) DO NOTHING""",
-                (
-                    campaign,
-                    run_id,
-                    r.person_id,
-                    r.channel,
-                    r.push_token,
-                    r.send_at,
-                    r.expires_at,
-                    r.title,
-                    r.body,
-                    "skipped" if reason else "planned",
-                    reason,
-                    reason,
-                ),
-            )
-            new += cur.rowcount
+    params = [
+        (
+            campaign,
+            run_id,
+            r.person_id,
+            r.device,
+            r.channel,
+            r.push_token,
+            r.send_at,
+            r.expires_at,
+            r.title,
+            r.body,
+            "skipped" if reason else "planned",
+            reason,
+            reason,
+        )
+        for r in rows
+        for reason in ["opted_out" if r.person_id in opted_out else r.skip_reason]
+    ]
+    with conn.transaction(), conn.cursor() as cur:
+        # executemany pipelines the inserts: one round trip per batch, not per row
+        cur.executemany(
+            """INSERT INTO push.deliveries (campaign, run_id, person_id, device, channel,
+                   push_token, send_at, expires_at, title, body, status, reason, finished_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                       CASE WHEN %s::text IS NULL THEN NULL ELSE now() END)
+               ON CONFLICT (campaign, run_id, person_id, device) DO NOTHING""",
+            params,
+        )
+        new = max(cur.rowcount, 0)
     return new
 
 
@@ -78,6 +84,31 @@ def due(conn: psycopg.Connection, campaign: str, run_id: str, now: datetime) -> 
            ORDER BY delivery_id""",
         (campaign, run_id, now),
     ).fetchall()
+
+
+def claim(conn: psycopg.Connection, delivery_ids: list[UUID]) -> set[UUID]:
+    """Mark rows as being sent (attempts + 1) in their own commit before the send; returns
+    the ids still planned (another process may have settled some meanwhile)."""
+    rows = conn.execute(
+        """UPDATE push.deliveries SET attempts = attempts + 1, attempted_at = now()
+           WHERE delivery_id = ANY(%s) AND status = 'planned' RETURNING delivery_id""",
+        (delivery_ids,),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def settle_many(conn: psycopg.Connection, results: list[tuple[UUID, str, str | None]]) -> int:
+    """Settle several planned rows in one commit: (delivery_id, status, reason) each."""
+    if not results:
+        return 0
+    ids, statuses, reasons = (list(x) for x in zip(*results, strict=True))
+    cur = conn.execute(
+        """UPDATE push.deliveries d SET status = v.status, reason = v.reason, finished_at = now()
+           FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS v(delivery_id, status, reason)
+           WHERE d.delivery_id = v.delivery_id AND d.status = 'planned'""",
+        (ids, statuses, reasons),
+    )
+    return cur.rowcount
 
 
 def settle(

@@ -98,8 +98,9 @@ def other_pushes(
     """Each person's pushes of other runs and campaigns, sent or planned, near `now`: when
     they went out (sent) or are due (planned), under the person's current id."""
     person, join = _mapped("d.person_id")
+    # one push per (campaign, run): an all-devices push to three phones counts once
     rows = conn.execute(
-        f"""SELECT {person},
+        f"""SELECT DISTINCT ON (d.campaign, d.run_id, {person}) {person},
                    CASE WHEN d.status = 'sent' THEN coalesce(d.finished_at, d.send_at)
                         ELSE d.send_at END
             FROM push.deliveries d {join}
@@ -155,6 +156,9 @@ def plan_campaign(
             rows.append(_skip(pid, at, expires, reason, first))
             continue
         title, body = render(campaign, first.language, product)
-        # the ledger holds one row per person: with all_devices the rest go in later rows
-        rows.append(PlannedPush(pid, first.channel, first.push_token, at, expires, title, body))
+        # one row per device the audience chose: only the best one unless all_devices
+        rows.extend(
+            PlannedPush(pid, r.channel, r.push_token, at, expires, title, body, device=k)
+            for k, r in enumerate(by_person[pid])
+        )
     return Plan(rows)
