@@ -29,7 +29,7 @@ LIFECYCLE_STAGES: dict[str, str] = {
 }
 NUMERIC_TYPES = {"smallint", "integer", "bigint", "numeric", "real", "double precision"}
 # A person's language: the newest `language` (or `locale`) an event of theirs carried, within
-# this many days (raw.events is partitioned by day, so the scan stays on recent partitions).
+# this many received days (raw.events is partitioned by received day: only those are read).
 LANGUAGE_DAYS = 90
 SERVICE = {"ios": "apns", "android": "fcm", "web": "fcm"}
 
@@ -157,7 +157,7 @@ def _languages(conn: psycopg.Connection, people: list[str]) -> dict[str, str]:
                                                       e.payload ->> 'locale'), '_', '-'),
                                     '-', 1))
             FROM raw.events e JOIN crm.client_ids c ON c.client_id = e.client_id
-            WHERE e.event_ts > now() - interval '{LANGUAGE_DAYS} days'
+            WHERE e.received_day > (now() AT TIME ZONE 'UTC')::date - {LANGUAGE_DAYS}
               AND (e.payload ? 'language' OR e.payload ? 'locale')
               AND c.user_id::text = ANY(%s)
             ORDER BY c.user_id, e.event_ts DESC""",

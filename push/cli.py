@@ -64,7 +64,9 @@ def list_command() -> None:
 
 @campaign_app.command("run")
 def run_command(
-    name: str = typer.Argument(..., help="The campaign's name (see `crm campaign list`)."),
+    name: str = typer.Argument(
+        ..., help="The campaign's name (see `crm campaign list`) or a campaign file's path."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan and show; write and send nothing."),
     now: str = typer.Option(None, "--now", help="The run's clock, ISO 8601 (default: now)."),
     run_id: str = typer.Option(None, "--run-id", help="Default: the UTC date of --now."),

@@ -13,11 +13,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 
 from push.audience import build_audience
-from push.campaign import Campaign, CampaignFileError, load_campaigns
+from push.campaign import Campaign, CampaignFileError, load_campaign, load_campaigns
 from push.deliver import Sender, deliver
 from push.ledger import plan
 from push.planner import plan_campaign
@@ -49,8 +50,14 @@ class RunSummary:
 
 
 def resolve(campaign: Campaign | str) -> Campaign:
+    """A Campaign as given, the campaign file at a path, or the campaign of that name."""
     if isinstance(campaign, Campaign):
         return campaign
+    if campaign.endswith((".yaml", ".yml", ".toml")):
+        path = Path(campaign)
+        if not path.is_file():
+            raise CampaignFileError(f"{path}: no such campaign file")
+        return load_campaign(path)
     campaigns = load_campaigns()
     if campaign not in campaigns:
         raise CampaignFileError(
