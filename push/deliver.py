@@ -50,14 +50,14 @@ async def deliver(
     now: datetime,
     senders: dict[str, Sender],
     batch: int = 500,
-    settle_every: float = 0.05,
+    settle_every: float = 0.0,
     window: int = 256,
 ) -> dict[str, int]:
     """Send the run's due rows; returns how many were sent and failed by this call.
 
-    `batch` rows are read from the ledger at a time, at most `window` are claimed and not
-    yet settled at any moment, and answers are committed in groups of up to `batch` or
-    after `settle_every` seconds, whichever comes first."""
+    At most `window` rows are claimed and not yet settled at any moment; answers are
+    committed as soon as they are collected (all that arrived since the last commit, at
+    most `batch`), or held up to `settle_every` seconds to commit fewer, larger groups."""
     totals = {"sent": 0, "failed": 0}
     rows = deque(due(conn, campaign, run_id, now))
     claimed: deque[tuple] = deque()
@@ -93,10 +93,14 @@ async def deliver(
             in_flight += 1
         if not in_flight:
             break
-        try:
-            item = await asyncio.wait_for(answers.get(), timeout=settle_every)
-        except TimeoutError:
-            item = None
+        if not done:  # nothing waits for a commit: sleep until an answer arrives
+            item = await answers.get()
+        else:
+            wait = max(0.0, settle_every - (time.monotonic() - last_flush))
+            try:
+                item = await asyncio.wait_for(answers.get(), timeout=wait)
+            except TimeoutError:
+                item = None
         got = [item] if item else []
         while not answers.empty():
             got.append(answers.get_nowait())

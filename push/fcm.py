@@ -113,13 +113,19 @@ class FcmSender:
 
     async def _once(self, token: str, title: str, body: str, data: dict[str, str]) -> SendResult:
         url = f"{self.base_url}/v1/projects/{self.credentials['project_id']}/messages:send"
-        message = {
+        message: dict = {
             "message": {
                 "token": token,
                 "notification": {"title": title, "body": body},
                 "data": data,
             }
         }
+        if "delivery_id" in data:
+            # a resend after an interrupted run replaces the notification on the device
+            # instead of showing it twice: the delivery id is its collapse key and tag
+            did = data["delivery_id"]
+            message["message"]["android"] = {"collapse_key": did, "notification": {"tag": did}}
+            message["message"]["webpush"] = {"notification": {"tag": did}}
         resp = await self.client.post(
             url, json=message, headers={"Authorization": f"Bearer {await self._bearer()}"}
         )
