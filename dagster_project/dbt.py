@@ -22,11 +22,13 @@ import dagster as dg
 from dagster._utils import run_with_concurrent_update_guard
 from dagster_dbt import (
     DagsterDbtTranslator,
+    DbtCliInvocation,
     DbtCliResource,
     DbtProject,
     build_dbt_asset_selection,
     dbt_assets,
 )
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from crm.transform import DBT_DIR, dbt_env
 from dagster_project.resources import CrmDatabase
@@ -134,7 +136,43 @@ def crm_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     counts of what was built are added to each model's materialisation."""
     args = ["build", "--vars", dbt_vars()] + (["--full-refresh"] if config.full_refresh else [])
     with dbt_connection(crm_db.resolved_url()):
-        yield from dbt.cli(args, context=context).stream().fetch_row_counts()
+        invocation = dbt.cli(args, context=context)
+        yield from with_test_messages(invocation.stream().fetch_row_counts(), invocation)
+
+
+def with_test_messages(events: Iterator[Any], invocation: DbtCliInvocation) -> Iterator[Any]:
+    """The events of a dbt invocation, each failed test's check carrying dbt's own message
+    ("Got 3 results, configured to fail if != 0") as its description.
+
+    dbt logs that message only in its end-of-run summary (run_results.json), after the test's
+    result event, so failed checks are held until dbt has finished; passing ones go at once.
+    """
+    held: list[dg.AssetCheckResult] = []
+    error: DagsterDbtCliRuntimeError | None = None
+    try:
+        for event in events:
+            if isinstance(event, dg.AssetCheckResult) and not event.passed:
+                held.append(event)
+            else:
+                yield event
+    except DagsterDbtCliRuntimeError as exc:  # dbt exited non-zero: report the checks first
+        error = exc
+    if held:
+        messages = _result_messages(invocation)
+        for check in held:
+            unique_id = check.metadata.get("unique_id")
+            message = messages.get(str(getattr(unique_id, "value", unique_id)))
+            yield check._replace(description=message) if message else check
+    if error is not None:
+        raise error
+
+
+def _result_messages(invocation: DbtCliInvocation) -> dict[str, str]:
+    try:
+        results = invocation.get_artifact("run_results.json")["results"]
+    except (OSError, ValueError, KeyError):  # dbt died before writing it: no messages to add
+        return {}
+    return {r["unique_id"]: r["message"] for r in results if r.get("message")}
 
 
 hourly_dbt_job = dg.define_asset_job(
