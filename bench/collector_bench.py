@@ -200,6 +200,22 @@ def copy_ceiling(url: str, run: str, events: int, chunk: int) -> float:
         return len(rows) / (time.perf_counter() - start)
 
 
+def collector_cpu_seconds() -> float:
+    """CPU time used so far by the collector processes this benchmark started (user + system,
+    workers included): per event, it does not depend on how busy the machine is."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "collector" in " ".join(proc.cmdline()):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def percentile(values: list[float], p: float) -> float:
     if len(values) < 10:
         return max(values)
@@ -211,6 +227,7 @@ FIGURES = {
     "http": re.compile(r"\(a\) \d+-event batches.*median:\s+([\d,]+)"),
     "single": re.compile(r"\(b\) single-event requests, \d+ clients, max:\s+([\d,]+)"),
     "p99": re.compile(r"\(b\) single-event requests at 1,000 req/s.*p99 ([\d.]+) ms"),
+    "cpu": re.compile(r"\(a\) collector CPU per event, median: ([\d.]+) us"),
     "stored": re.compile(r"rows committed by the collector: ([\d,]+) \(expected ([\d,]+)\)"),
 }
 
@@ -236,17 +253,20 @@ def compare(other: Path, runs: int, passed: list[str]) -> None:
         num = {k: float(m.group(1).replace(",", "")) if m else float("nan")
                for k, m in found.items()}
         table.append((n + 1, label, num))
-    print("| run | version | (c) COPY rows/s | (a) HTTP events/s | (a)/(c) | (b) max req/s "
-          "| (b) p99 at 1,000/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | version | (c) COPY rows/s | (a) HTTP events/s | (a)/(c) | collector CPU "
+          "us/event | (b) max req/s | (b) p99 at 1,000/s |")
+    print("|---|---|---|---|---|---|---|---|")
     for n, label, v in table:
         print(f"| {n} | {label} | {v['copy']:,.0f} | {v['http']:,.0f} | "
-              f"{v['http'] / v['copy']:.1%} | {v['single']:,.0f} | {v['p99']:.1f} ms |")
+              f"{v['http'] / v['copy']:.1%} | {v['cpu']:.1f} | {v['single']:,.0f} | "
+              f"{v['p99']:.1f} ms |")
     for label, _ in trees:
         ratios = [v["http"] / v["copy"] for _, lab, v in table if lab == label]
         if ratios:
+            cpus = [v["cpu"] for _, lab, v in table if lab == label]
             print(f"{label}: (a)/(c) median {statistics.median(ratios):.1%}, "
-                  f"worst {min(ratios):.1%} over {len(ratios)} runs")
+                  f"worst {min(ratios):.1%} over {len(ratios)} runs; collector CPU per event "
+                  f"median {statistics.median(cpus):.1f} us, worst {max(cpus):.1f} us")
 
 
 def without_compare_options(argv: list[str]) -> list[str]:
@@ -292,20 +312,24 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} cores (collector, PostgreSQL and load share them)")
         print(f"collector: crm collector {' '.join(args.collector_args)}".rstrip())
         # (c) and (a) alternate, so a busy moment on the machine hits both alike.
-        ceilings, rates = [], []
+        ceilings, rates, cpus = [], [], []
         for r in range(args.rounds):
             ceiling = copy_ceiling(url, uuid.uuid4().hex, args.events, 1000)
             template = body_template(100, uuid.uuid4().hex, now)
+            cpu_before = collector_cpu_seconds()
             secs, lat = asyncio.run(
                 closed_loop(port, key, template, args.events // 100, args.clients)
             )
+            cpu = (collector_cpu_seconds() - cpu_before) / args.events * 1e6
             rate_a = args.events / secs
             ceilings.append(ceiling)
             rates.append(rate_a)
+            cpus.append(cpu)
             print(
                 f"round {r + 1}: (c) COPY {ceiling:>9,.0f} rows/s | (a) HTTP {rate_a:>9,.0f} "
                 f"events/s = {rate_a / ceiling:.0%} of (c); request p50 "
-                f"{statistics.median(lat) * 1000:.1f} ms, p99 {percentile(lat, 99) * 1000:.1f} ms"
+                f"{statistics.median(lat) * 1000:.1f} ms, p99 {percentile(lat, 99) * 1000:.1f} ms;"
+                f" collector CPU {cpu:.1f} us/event"
             )
         if args.rounds:
             c_med, a_med = statistics.median(ceilings), statistics.median(rates)
@@ -314,6 +338,7 @@ def main() -> None:
                 f"(a) 100-event batches, {args.clients} clients, median: {a_med:>10,.0f} "
                 f"events/s ({a_med / c_med:.0%} of (c))"
             )
+            print(f"(a) collector CPU per event, median: {statistics.median(cpus):.1f} us")
 
         single = body_template(1, uuid.uuid4().hex, now)
         secs, lat = asyncio.run(

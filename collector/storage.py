@@ -33,6 +33,16 @@ EVENT_COLUMNS = (
     "event_id, event_type, event_ts, received_at, client_id, user_id, device_type, "
     "push_token, email, phone, source, payload, received_day"
 )
+# Events go in binary COPY: timestamps, dates and ids are sent as numbers, not text that both
+# sides format and parse (a fifth of the collector's CPU per event, and the server's too).
+# The payload arrives as orjson's JSON text; jsonb's binary input is a version byte (1) and that
+# text, so it is handed over as ready-made bytes (bytea's dumper passes bytes through as they
+# are) and PostgreSQL parses it as jsonb exactly as from text COPY.
+EVENT_TYPES = (
+    "uuid", "text", "timestamptz", "timestamptz", "text", "text", "text", "text", "text",
+    "text", "text", "bytea", "date",
+)
+JSONB_VERSION = b"\x01"
 REJECT_COLUMNS = "received_at, source, batch_index, errors, payload, raw_text"
 # How far back a retry is recognised across days (a mobile app may queue events offline).
 LOOKBACK_DAYS = 7
@@ -87,7 +97,8 @@ def server_failure(exc: BaseException, conn: psycopg.AsyncConnection | None) -> 
 def _event_row(e: Event, s: Submission, day: dt.date) -> tuple:
     return (
         e.event_id, e.event_type, e.event_ts, s.received_at, e.client_id, e.user_id,
-        e.device_type, e.push_token, e.email, e.phone, s.source, e.payload_json, day,
+        e.device_type, e.push_token, e.email, e.phone, s.source,
+        JSONB_VERSION + e.payload_json.encode(), day,
     )
 
 
@@ -206,19 +217,13 @@ async def _store_events(conn: psycopg.AsyncConnection, subs: Sequence[Submission
     rows: list[tuple] = []
     keys: list[tuple] = []
     late: list[int] = []  # rows that may be retries of an event received on an earlier day
-    seen: set[tuple] = set()
-    for s in subs:
+    for s in _without_repeats(subs):
         scope, day = scope_of(s.source), s.received_day
         day_began = dt.datetime.combine(day, dt.time(), dt.UTC) + CLOCK_SKEW
-        for e in s.events:
-            key = (e.event_id, scope)
-            if key in seen:  # two requests of one flush carrying the same event: one row
-                continue
-            seen.add(key)
-            if e.event_ts < day_began:
-                late.append(len(rows))
-            rows.append(_event_row(e, s, day))
-            keys.append(key)
+        first = len(rows)
+        rows += [_event_row(e, s, day) for e in s.events]
+        keys += [(e.event_id, scope) for e in s.events]
+        late += [first + i for i, e in enumerate(s.events) if e.event_ts < day_began]
     if late:
         stored = await _stored_earlier(conn, [keys[i] for i in late], min(received_days(subs)))
         if stored:
@@ -227,17 +232,36 @@ async def _store_events(conn: psycopg.AsyncConnection, subs: Sequence[Submission
         return 0
     try:
         async with conn.transaction():  # a savepoint: a retry only undoes this COPY
-            await _copy(conn, f"COPY raw.events ({EVENT_COLUMNS}) FROM STDIN", rows)
+            await _copy_events(conn, "raw.events", rows)
         return len(rows)
     except errors.UniqueViolation:
         pass
-    await _copy(conn, f"COPY incoming_events ({EVENT_COLUMNS}) FROM STDIN", rows)
+    await _copy_events(conn, "incoming_events", rows)
     cur = await conn.execute(
         f"INSERT INTO raw.events ({EVENT_COLUMNS}) "
         f"SELECT {EVENT_COLUMNS} FROM incoming_events ON CONFLICT DO NOTHING"
     )
     await conn.execute("DELETE FROM incoming_events")
     return cur.rowcount
+
+
+def _without_repeats(subs: Sequence[Submission]) -> Sequence[Submission]:
+    """An event met twice in one flush (two requests, or one file chunk) is stored once.
+    Checked in one set first: repeats are rare."""
+    keys = [(e.event_id, scope_of(s.source)) for s in subs for e in s.events]
+    if len(set(keys)) == len(keys):
+        return subs
+    seen: set[tuple] = set()
+    out = []
+    for s in subs:
+        scope = scope_of(s.source)
+        kept = []
+        for e in s.events:
+            if (e.event_id, scope) not in seen:
+                seen.add((e.event_id, scope))
+                kept.append(e)
+        out.append(dataclasses.replace(s, events=kept))
+    return out
 
 
 async def _stored_earlier(
@@ -255,6 +279,14 @@ async def _store_rejections(conn: psycopg.AsyncConnection, subs: Sequence[Submis
     rows = [_rejection_row(r, s) for s in subs for r in (*s.rejections, *s.refused)]
     if rows:
         await _copy(conn, f"COPY raw.rejected_events ({REJECT_COLUMNS}) FROM STDIN", rows)
+
+
+async def _copy_events(conn: psycopg.AsyncConnection, table: str, rows: list[tuple]) -> None:
+    statement = f"COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+    async with conn.cursor().copy(statement) as copy:
+        copy.set_types(EVENT_TYPES)
+        for row in rows:
+            await copy.write_row(row)
 
 
 async def _copy(conn: psycopg.AsyncConnection, statement: str, rows: list[tuple]) -> None:
