@@ -185,3 +185,30 @@ def test_delivery_from_ledger_records_dead_tokens(fake_apns, db) -> None:
         ([gone, junk],),
     ).fetchall())
     assert dead == {gone: "unregistered", junk: "bad_token"}
+
+
+def test_fake_servers_settings_drive_both_real_senders(tmp_path: Path, monkeypatch) -> None:
+    from push.fake_servers import FakePush
+    from push.run import default_senders
+
+    fakes = FakePush(tmp_path / "fake-push")
+    env = fakes.start()
+    try:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+
+        async def run() -> dict:
+            senders = default_senders()
+            try:
+                return {ch: await s.send(f"{ch}-tok", "t", "b", {"delivery_id": "d1"})
+                        for ch, s in senders.items()}
+            finally:
+                for s in senders.values():
+                    await s.aclose()  # type: ignore[attr-defined]
+
+        results = asyncio.run(run())
+        assert {ch: r.status for ch, r in results.items()} == {"fcm": "sent", "apns": "sent"}
+        assert [m["token"] for m in fakes.fcm.received] == ["fcm-tok"]
+        assert fakes.apns is not None and [m["token"] for m in fakes.apns.received] == ["apns-tok"]
+    finally:
+        fakes.stop()
