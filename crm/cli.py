@@ -198,5 +198,31 @@ def demo(
     run_demo(_migrated_url(), visitors, days, seed)
 
 
+@app.command("fake-push")
+def fake_push(
+    folder: Path = typer.Option(Path(".fake-push"), help="Where the test credentials go."),
+    fcm_port: int = typer.Option(0, help="Fake FCM port (0: any free port)."),
+    apns_port: int = typer.Option(0, help="Fake APNs port (0: any free port)."),
+) -> None:
+    """TEST SERVERS: start a local fake FCM and fake APNs with generated test credentials and
+    print the CRM_FCM_* / CRM_APNS_* settings to export; runs until Ctrl-C."""
+    import time
+
+    from push.fake_servers import FakePush
+
+    fakes = FakePush(folder.resolve())
+    env = fakes.start(fcm_port, apns_port)
+    console.print("[yellow]TEST push servers (fake FCM, fake APNs) - not Google's or Apple's[/]")
+    for name, value in env.items():
+        print(f"export {name}={value}")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fakes.stop()
+
+
 def main() -> None:
     app()
