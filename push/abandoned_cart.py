@@ -1,0 +1,90 @@
+"""Abandoned checkouts (tracking plan 4.1 / 4.3) read straight from raw.events for freshness:
+the marts are rebuilt hourly, a cart reminder must react within minutes. A person is the
+account (`user_id`), the key push tokens and the delivery ledger use."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import psycopg
+
+CHECKOUT_EVENTS = ("checkout_start", "checkout_abandonment")
+PURCHASE_EVENTS = ("order_complete", "payment_success")
+
+
+@dataclass(frozen=True)
+class AbandonedCart:
+    person_id: str
+    checkout_at: dt.datetime
+    total_price: float | None
+
+
+# Latest checkout per person inside the lookback, old enough, with no purchase after it.
+_FIND = """
+WITH last_checkout AS (
+    SELECT DISTINCT ON (user_id) user_id, event_ts,
+           (payload ->> 'total_price')::numeric AS total_price
+    FROM raw.events
+    WHERE event_type = ANY(%(checkout)s) AND user_id IS NOT NULL
+      AND event_ts >= %(since)s AND event_ts <= %(now)s
+    ORDER BY user_id, event_ts DESC
+)
+SELECT c.user_id, c.event_ts, c.total_price
+FROM last_checkout c
+WHERE c.event_ts <= %(cutoff)s
+  AND NOT EXISTS (
+      SELECT 1 FROM raw.events o
+      WHERE o.user_id = c.user_id AND o.event_type = ANY(%(purchase)s)
+        AND o.event_ts >= c.event_ts AND o.event_ts >= %(since)s)
+ORDER BY c.user_id
+"""
+
+# A planned reminder whose person bought after their latest checkout before it was planned.
+_CANCEL = """
+UPDATE push.deliveries d
+SET status = 'skipped', reason = 'purchased', finished_at = %(now)s
+WHERE d.campaign = %(campaign)s AND d.status = 'planned' AND d.attempts = 0
+  AND EXISTS (
+      SELECT 1 FROM raw.events o
+      WHERE o.user_id = d.person_id AND o.event_type = ANY(%(purchase)s)
+        AND o.event_ts <= %(now)s
+        AND o.event_ts >= coalesce(
+            (SELECT max(c.event_ts) FROM raw.events c
+             WHERE c.user_id = d.person_id AND c.event_type = ANY(%(checkout)s)
+               AND c.event_ts <= d.planned_at AND c.event_ts >= d.planned_at - %(lookback)s),
+            d.planned_at))
+"""
+
+
+def _check(min_age: dt.timedelta, lookback: dt.timedelta) -> None:
+    if min_age < dt.timedelta(0):
+        raise ValueError(f"min_age must not be negative, got {min_age}")
+    if lookback <= min_age:
+        raise ValueError(f"lookback ({lookback}) must be longer than min_age ({min_age})")
+
+
+def find_abandoned_carts(conn: psycopg.Connection, now: dt.datetime | None = None,
+                         min_age: dt.timedelta = dt.timedelta(hours=1),
+                         lookback: dt.timedelta = dt.timedelta(days=3)) -> list[AbandonedCart]:
+    """People whose latest checkout is at least `min_age` old and who have not bought since."""
+    _check(min_age, lookback)
+    now = now or dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    rows = conn.execute(_FIND, {"checkout": list(CHECKOUT_EVENTS),
+                                "purchase": list(PURCHASE_EVENTS), "since": now - lookback,
+                                "now": now, "cutoff": now - min_age}).fetchall()
+    return [AbandonedCart(r[0], r[1], float(r[2]) if r[2] is not None else None) for r in rows]
+
+
+def cancel_purchased(conn: psycopg.Connection, campaign: str, now: dt.datetime | None = None,
+                     lookback: dt.timedelta = dt.timedelta(days=3)) -> int:
+    """Marks still-planned reminders of `campaign` skipped ('purchased') for people who bought
+    after their checkout; returns how many. Only unclaimed 'planned' rows change (attempts = 0),
+    so a reminder a sender has already claimed is left to it."""
+    now = now or dt.datetime.now(dt.UTC)
+    cur = conn.execute(_CANCEL, {"campaign": campaign, "now": now, "lookback": lookback,
+                                 "purchase": list(PURCHASE_EVENTS),
+                                 "checkout": list(CHECKOUT_EVENTS)})
+    return cur.rowcount
