@@ -1,6 +1,7 @@
 """Abandoned checkouts (tracking plan 4.1 / 4.3) read straight from raw.events for freshness:
-the marts are rebuilt hourly, a cart reminder must react within minutes. A person is the
-account (`user_id`), the key push tokens and the delivery ledger use."""
+the marts are rebuilt hourly, a cart reminder must react within minutes. Events carry the
+shop's account id; the ledger and push tokens use the person id, mapped through crm.users
+(`external_user_id`), so an account first seen since the last dbt build waits for the next."""
 
 from __future__ import annotations
 
@@ -30,14 +31,15 @@ WITH last_checkout AS (
       AND event_ts >= %(since)s AND event_ts <= %(now)s
     ORDER BY user_id, event_ts DESC
 )
-SELECT c.user_id, c.event_ts, c.total_price
+SELECT u.user_id::text, c.event_ts, c.total_price
 FROM last_checkout c
+JOIN crm.users u ON u.external_user_id = c.user_id
 WHERE c.event_ts <= %(cutoff)s
   AND NOT EXISTS (
       SELECT 1 FROM raw.events o
       WHERE o.user_id = c.user_id AND o.event_type = ANY(%(purchase)s)
         AND o.event_ts >= c.event_ts AND o.event_ts >= %(since)s)
-ORDER BY c.user_id
+ORDER BY 1
 """
 
 # A planned reminder whose person bought after their latest checkout before it was planned.
@@ -46,12 +48,12 @@ UPDATE push.deliveries d
 SET status = 'skipped', reason = 'purchased', finished_at = %(now)s
 WHERE d.campaign = %(campaign)s AND d.status = 'planned' AND d.attempts = 0
   AND EXISTS (
-      SELECT 1 FROM raw.events o
-      WHERE o.user_id = d.person_id AND o.event_type = ANY(%(purchase)s)
+      SELECT 1 FROM crm.users u JOIN raw.events o ON o.user_id = u.external_user_id
+      WHERE u.user_id::text = d.person_id AND o.event_type = ANY(%(purchase)s)
         AND o.event_ts <= %(now)s
         AND o.event_ts >= coalesce(
             (SELECT max(c.event_ts) FROM raw.events c
-             WHERE c.user_id = d.person_id AND c.event_type = ANY(%(checkout)s)
+             WHERE c.user_id = u.external_user_id AND c.event_type = ANY(%(checkout)s)
                AND c.event_ts <= d.planned_at AND c.event_ts >= d.planned_at - %(lookback)s),
             d.planned_at))
 """

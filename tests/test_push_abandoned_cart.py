@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from crm.transform import transform
 from push.abandoned_cart import cancel_purchased, find_abandoned_carts
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -28,8 +29,20 @@ def _event(db: psycopg.Connection, event_type: str, user_id: str, ago: dt.timede
          Jsonb({"event": event_type, **payload}), ts.date()))
 
 
+def accounts(db: psycopg.Connection, people: list[str]) -> list[str]:
+    """The shop account ids of person ids, in the given order."""
+    names = dict(db.execute("SELECT user_id::text, external_user_id FROM crm.users").fetchall())
+    return [names[p] for p in people]
+
+
+def pid(db: psycopg.Connection, account: str) -> str:
+    return db.execute("SELECT user_id::text FROM crm.users WHERE external_user_id = %s",
+                      (account,)).fetchone()[0]
+
+
 @pytest.fixture
-def carts(clean_raw: psycopg.Connection) -> psycopg.Connection:
+def carts(clean_warehouse: psycopg.Connection, database_url: str) -> psycopg.Connection:
+    clean_raw = clean_warehouse
     h = dt.timedelta(hours=1)
     _event(clean_raw, "checkout_start", "u-abandoned", 2 * h, total_price=42.5)
     _event(clean_raw, "checkout_start", "u-too-fresh", dt.timedelta(minutes=20), total_price=10)
@@ -39,25 +52,27 @@ def carts(clean_raw: psycopg.Connection) -> psycopg.Connection:
     _event(clean_raw, "order_complete", "u-again", 30 * h, order_id="o-0", total_price=5)
     _event(clean_raw, "checkout_abandonment", "u-again", 5 * h)
     _event(clean_raw, "checkout_start", "u-ancient", dt.timedelta(days=5), total_price=1)
+    transform(database_url=database_url)  # crm.users maps accounts to people
     clean_raw.execute("DELETE FROM push.deliveries WHERE campaign = %s", (CAMPAIGN,))
     return clean_raw
 
 
 def test_finds_checkouts_older_than_an_hour_without_an_order(carts: psycopg.Connection) -> None:
     found = find_abandoned_carts(carts, now=NOW)
-    assert [c.person_id for c in found] == ["u-abandoned", "u-again"]
+    assert sorted(accounts(carts, [c.person_id for c in found])) == ["u-abandoned", "u-again"]
+    found = sorted(found, key=lambda c: accounts(carts, [c.person_id]))
     assert found[0].total_price == 42.5
     assert found[0].checkout_at == NOW - dt.timedelta(hours=2)
     # With a 10-minute threshold the fresh cart is due too.
     later = find_abandoned_carts(carts, now=NOW, min_age=dt.timedelta(minutes=10))
-    assert "u-too-fresh" in [c.person_id for c in later]
+    assert "u-too-fresh" in accounts(carts, [c.person_id for c in later])
 
 
 def _plan(db: psycopg.Connection, person: str) -> None:
     db.execute(
         "INSERT INTO push.deliveries (campaign, run_id, person_id, send_at, expires_at,"
         " planned_at) VALUES (%s, 'r1', %s, %s, %s, %s)",
-        (CAMPAIGN, person, NOW + dt.timedelta(hours=1), NOW + dt.timedelta(hours=6),
+        (CAMPAIGN, pid(db, person), NOW + dt.timedelta(hours=1), NOW + dt.timedelta(hours=6),
          NOW - dt.timedelta(minutes=30)))
 
 
@@ -68,10 +83,12 @@ def test_planned_reminder_is_cancelled_when_the_person_buys(carts: psycopg.Conne
     _event(carts, "order_complete", "u-abandoned", dt.timedelta(minutes=5), order_id="o-2")
     assert cancel_purchased(carts, CAMPAIGN, now=NOW) == 1
     rows = dict(carts.execute(
-        "SELECT person_id, status || ':' || coalesce(reason, '') FROM push.deliveries"
-        " WHERE campaign = %s", (CAMPAIGN,)).fetchall())
+        "SELECT u.external_user_id, d.status || ':' || coalesce(d.reason, '')"
+        " FROM push.deliveries d JOIN crm.users u ON u.user_id::text = d.person_id"
+        " WHERE d.campaign = %s", (CAMPAIGN,)).fetchall())
     assert rows == {"u-abandoned": "skipped:purchased", "u-again": "planned:"}
-    assert [c.person_id for c in find_abandoned_carts(carts, now=NOW)] == ["u-again"]
+    left = find_abandoned_carts(carts, now=NOW)
+    assert accounts(carts, [c.person_id for c in left]) == ["u-again"]
 
 
 def test_claimed_reminder_is_left_to_its_sender(carts: psycopg.Connection) -> None:
