@@ -1,7 +1,8 @@
 {#- Push tokens of each person (spec section 3.3), a row per (person, token). A token that
     moved to another account (app reinstalled, phone sold) belongs to the latest account:
     the older rows stay for history with is_valid false; so does a token its device later
-    replaced with another. Senders use only is_valid rows. -#}
+    replaced with another, and a token FCM or APNs answered as dead (push.token_invalidations)
+    from the next build on. Senders use only is_valid rows. -#}
 
 with
 
@@ -97,12 +98,15 @@ final as (
         u.client_id,
         u.n_events,
         o.current_user_id = u.user_id
-            and coalesce(d.current_token = u.push_token, true) as is_valid,
+            and coalesce(d.current_token = u.push_token, true)
+            and i.push_token is null as is_valid,
         case
+            when i.push_token is not null then 'rejected_by_push_service'
             when o.current_user_id <> u.user_id then 'moved_to_another_user'
             when d.current_token <> u.push_token then 'replaced_on_device'
         end as invalid_reason,
         case
+            when i.push_token is not null then i.invalidated_at
             when o.current_user_id <> u.user_id then o.created_at
             when d.current_token <> u.push_token then r.replaced_at
         end as invalidated_at
@@ -110,6 +114,7 @@ final as (
     join token_owner as o on o.push_token = u.push_token
     left join device_token as d on d.client_id = u.client_id
     left join replacement as r on r.client_id = u.client_id
+    left join {{ source('push', 'token_invalidations') }} as i on i.push_token = u.push_token
 
 )
 
