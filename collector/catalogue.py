@@ -532,6 +532,10 @@ class PaymentFailureEvent(EventEnvelope):
 
 # --- 6. push
 
+# The id of the push.deliveries row a push came from, as the push's data carried it.
+DeliveryId = Annotated[str, StringConstraints(
+    pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+
 
 class PushReceivedEvent(EventEnvelope):
     """6.1 A push notification reached the device. Requires `push_token`."""
@@ -539,6 +543,8 @@ class PushReceivedEvent(EventEnvelope):
     event: Literal["push_received"]
     push_token: PushToken
     notification_type: Text | None = None
+    # push.deliveries' id, sent in the push's data: ties the receipt to its campaign.
+    delivery_id: DeliveryId | None = None
 
 
 class PushOpenedEvent(EventEnvelope):
@@ -547,6 +553,8 @@ class PushOpenedEvent(EventEnvelope):
     event: Literal["push_opened"]
     push_token: PushToken
     notification_type: Text | None = None
+    # push.deliveries' id, sent in the push's data: the open rate per campaign joins on it.
+    delivery_id: DeliveryId | None = None
 
 
 # --- 7. behaviour

@@ -24,3 +24,18 @@ def test_token_rejected_by_the_push_service_is_invalid_after_the_next_build(
     assert wh.rows(query, token) == [(True, None)]  # until the next build
     wh.transform()
     assert wh.rows(query, token) == [(False, "rejected_by_push_service")]
+
+
+def test_push_events_accept_a_delivery_id_and_name_a_bad_one() -> None:
+    import datetime as dt
+    import uuid
+
+    from collector.validation import validate_events
+
+    now = dt.datetime.now(dt.UTC)
+    base = {"event": "push_opened", "timestamp": now.isoformat(), "client_id": "c-1",
+            "device_type": "android", "push_token": "fcm:TOKEN-OK-1"}
+    good, bad = validate_events([{**base, "delivery_id": str(uuid.uuid4())},
+                                 {**base, "delivery_id": "not-a-uuid"}], now)
+    assert len(good) == 1 and len(bad) == 1
+    assert "delivery_id" in str(bad[0])
