@@ -205,9 +205,11 @@ MODEL_ASSETS = [_model_asset(spec) for spec in MODELS]
 
 @dg.asset_check(asset=SEGMENTS, description="Every person in crm.users has a segment.")
 def everyone_has_a_segment(crm_db: CrmDatabase) -> dg.AssetCheckResult:
+    # A join, not NOT EXISTS inside FILTER: that stays a per-row subplan (46 s on 25k people).
     missing, people = crm_db.query(
-        "select count(*) filter (where not exists (select 1 from ml.user_segments s "
-        "where s.user_id = u.user_id::text)), count(*) from crm.users u")[0]
+        "select count(*) filter (where s.user_id is null), count(*) from crm.users u "
+        "left join (select distinct user_id from ml.user_segments) s "
+        "on s.user_id = u.user_id::text")[0]
     return dg.AssetCheckResult(passed=missing == 0,
                                metadata={"people_without_segment": missing, "people": people})
 
