@@ -50,14 +50,15 @@ async def deliver(
     now: datetime,
     senders: dict[str, Sender],
     batch: int = 500,
-    settle_every: float = 0.0,
+    settle_every: float = 0.005,
     window: int = 256,
 ) -> dict[str, int]:
     """Send the run's due rows; returns how many were sent and failed by this call.
 
     At most `window` rows are claimed and not yet settled at any moment; answers are
-    committed as soon as they are collected (all that arrived since the last commit, at
-    most `batch`), or held up to `settle_every` seconds to commit fewer, larger groups."""
+    committed in groups, at the latest `settle_every` seconds after the group's first (or
+    at `batch` answers): each commit blocks the event loop, so fewer, larger ones keep the
+    sends flowing, and the group is all a kill can leave answered but unsettled."""
     totals = {"sent": 0, "failed": 0}
     rows = deque(due(conn, campaign, run_id, now))
     claimed: deque[tuple] = deque()
@@ -83,7 +84,7 @@ async def deliver(
     while rows or claimed or in_flight:
         while in_flight < window and (claimed or rows):
             if not claimed:
-                group = [rows.popleft() for _ in range(min(len(rows), 64, window))]
+                group = [rows.popleft() for _ in range(min(len(rows), window // 2 or 1))]
                 ok = claim(conn, [r[0] for r in group])
                 claimed.extend(r for r in group if r[0] in ok)
                 continue

@@ -118,8 +118,7 @@ async def _deliver_all(conn: psycopg.Connection, campaigns: list[str], now: date
                        senders: Mapping[str, Sender] | None) -> dict[str, dict[str, int]]:
     """Deliver the due rows of every open run of each campaign, in one event loop (a sender's
     connection pool belongs to the loop it was first used in)."""
-    owned = senders is None
-    active = dict(default_senders() if owned else senders)  # type: ignore[arg-type]
+    active = dict(default_senders() if senders is None else senders)
     out: dict[str, dict[str, int]] = {}
     try:
         for campaign in campaigns:
@@ -128,11 +127,12 @@ async def _deliver_all(conn: psycopg.Connection, campaigns: list[str], now: date
                 for k, v in (await deliver(conn, campaign, run_id, now, active)).items():
                     totals[k] = totals.get(k, 0) + v
     finally:
-        if owned:
-            for sender in active.values():
-                close = getattr(sender, "aclose", None)
-                if close:
-                    await close()
+        # a sender's connections belong to this event loop: close them with it (FcmSender
+        # opens new ones on its next use, so a caller's sender stays usable)
+        for sender in active.values():
+            close = getattr(sender, "aclose", None)
+            if close:
+                await close()
     return out
 
 
