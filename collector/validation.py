@@ -227,7 +227,7 @@ def _unstorable(item: Any, exc: Exception | None) -> str:
     if found:
         return (f"{_printable(found[0])}: number {found[1].text} cannot be stored exactly "
                 "(beyond a 64-bit integer or a double's precision); send it as a string")
-    found = jsonparse.find(item, lambda v: isinstance(v, str) and "\x00" in v)
+    found = jsonparse.find(item, _has_nul)
     if found:
         return (f"{_printable(found[0])}: contains a NUL character (\\u0000), "
                 "which cannot be stored")
@@ -248,13 +248,19 @@ def _printable(text: str) -> str:
     return text.replace("\x00", "\\u0000")
 
 
+def _has_nul(value: Any) -> bool:
+    return isinstance(value, str) and "\x00" in value
+
+
 def _storable(item: Any, max_bytes: int) -> tuple[str | None, str | None]:
     """(JSON text of `item`, None) if it can be stored as sent, else (None, the error)."""
     try:
         data = orjson.dumps(item)
     except TypeError as exc:  # orjson.JSONEncodeError: too deep, an InexactNumber, not JSON
         return None, _unstorable(item, exc)
-    if b"\\u0000" in data:  # PostgreSQL's text and jsonb cannot hold U+0000
+    # PostgreSQL's text and jsonb cannot hold U+0000. The escape's text may also be an escaped
+    # backslash followed by "u0000" (the six characters \u0000 sent as text): look before refusing.
+    if b"\\u0000" in data and jsonparse.find(item, _has_nul):
         return None, _unstorable(item, None)
     if len(data) > max_bytes:
         return None, f"item: {len(data)} bytes as JSON, over the limit of {max_bytes} per event"

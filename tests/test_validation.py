@@ -671,3 +671,10 @@ def test_generated_valid_events_are_always_accepted(name, data):
         assert event.device_type == item["device_type"].lower()
     # Revalidating the same item gives the same id (idempotent storage).
     assert accepted(item).event_id == event.event_id
+
+
+def test_the_six_characters_backslash_u0000_are_text_not_a_nul():
+    # JSON "\\u0000" is a backslash and "u0000": storable, unlike the escape "\u0000" (a NUL).
+    event = accepted({**ORIGINAL_SPEC_EXAMPLE, "client_id": "\\u0000"})
+    assert event.client_id == "\\u0000"
+    assert "NUL" in errors({**ORIGINAL_SPEC_EXAMPLE, "client_id": "a\x00b"})[0]
