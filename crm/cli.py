@@ -8,9 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from crm.dbt_command import dbt_command
 from crm.importers.cli import import_app
 from crm.train import mlflow_ui_command, train_command
 from crm.transform import transform_command
+from crm.ui import ui_command
 from push.cli import campaign_app
 from simulator.cli import simulate
 
@@ -25,6 +27,10 @@ app.command("simulate")(simulate)
 app.command("transform")(transform_command)
 app.command("train")(train_command)
 app.command("mlflow-ui")(mlflow_ui_command)
+app.command("ui")(ui_command)
+# Every argument goes to dbt as given, --help included.
+app.command("dbt", add_help_option=False, context_settings={
+    "allow_extra_args": True, "ignore_unknown_options": True})(dbt_command)
 console = Console(stderr=True)
 
 
@@ -187,15 +193,22 @@ def ingest(
 
 @app.command()
 def demo(
-    visitors: int = typer.Option(2_000, help="Simulated visitors."),
-    days: int = typer.Option(14, help="Simulated days of traffic."),
+    visitors: int = typer.Option(3_000, help="Simulated visitors."),
+    days: int = typer.Option(30, help="Simulated days of traffic."),
     seed: int = typer.Option(7, help="Random seed (same seed, same traffic)."),
+    data: Path = typer.Option(
+        None, "--data", file_okay=False, help="Folder of the real data sets "
+        "(online_retail_sample.csv, cdnow_master.txt); default ../shared/data."),
 ) -> None:
-    """Start the database and a collector, post simulated shop traffic over HTTP, show what
-    landed."""
-    from crm.demo import run_demo
+    """The whole pipeline: simulated traffic through the collector, the real data sets
+    imported, every asset materialised through Dagster, and a summary."""
+    from crm.demo import DEFAULT_DATA_DIR, DemoError, run_demo
 
-    run_demo(_migrated_url(), visitors, days, seed)
+    try:
+        run_demo(_migrated_url(), visitors, days, seed, data or DEFAULT_DATA_DIR)
+    except DemoError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
 
 
 @app.command("fake-push")
