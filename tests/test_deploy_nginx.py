@@ -63,7 +63,7 @@ def find_nginx() -> str | None:
 NGINX = find_nginx()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _nginx_installed() -> None:
     """nginx is optional: listed in the run's components summary, skipped when missing."""
     if not optional("nginx", NGINX is not None,
