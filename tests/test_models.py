@@ -4,8 +4,6 @@ empty shops and unusable stores."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import jupytext
 import orjson
 import psycopg
@@ -21,14 +19,6 @@ from ml.train import train
 from simulator import SimConfig, simulate
 from tests.conftest import DBT_SCHEMAS, ROOT
 from tests.warehouse import Warehouse, ev
-
-
-@pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        yield uri
 
 
 @pytest.fixture(scope="module")

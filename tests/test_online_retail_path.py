@@ -5,7 +5,6 @@ the same holdout (who wins is a measurement recorded in bench/RESULTS.md, not as
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -14,14 +13,6 @@ from bench.online_retail_path import DEFAULT_DATA, PathResult, first_invoices, r
 from crm.importers.online_retail import online_retail_events
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        yield uri
 
 
 @pytest.fixture(scope="module")
