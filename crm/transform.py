@@ -53,8 +53,10 @@ def dbt_env(database_url: str) -> dict[str, str]:
 
 
 @contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    """dbt reads os.environ: set the connection for one invocation, then restore."""
+def dbt_connection(database_url: str) -> Iterator[None]:
+    """dbt reads its connection from os.environ: set it for one invocation, then restore.
+    In-process dbt (`run_dbt`) and Dagster's dbt subprocess both go through this."""
+    values = dbt_env(database_url)
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -79,7 +81,6 @@ def run_dbt(args: list[str], database_url: str | None = None) -> Any:
         from crm.settings import database_url as configured
 
         database_url = configured()
-    env = dbt_env(database_url)
     cli = [*args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
     target_path = os.environ.get("CRM_DBT_TARGET_PATH")
     log_path = os.environ.get("CRM_DBT_LOG_PATH")
@@ -87,7 +88,7 @@ def run_dbt(args: list[str], database_url: str | None = None) -> Any:
         cli += ["--target-path", str(Path(target_path))]
     if log_path:
         cli += ["--log-path", str(Path(log_path))]
-    with _environ(env):
+    with dbt_connection(database_url):
         return dbtRunner().invoke(cli)
 
 

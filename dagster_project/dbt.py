@@ -14,7 +14,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from dagster_dbt import (
 )
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
-from crm.transform import DBT_DIR, dbt_env
+from crm.transform import DBT_DIR, dbt_connection
 from dagster_project.resources import CrmDatabase
 
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
@@ -83,22 +82,6 @@ class CrmDbtTranslator(DagsterDbtTranslator):
         fqn = dbt_resource_props.get("fqn") or []
         layer = next((part for part in fqn[1:2] if part in LAYERS), None)
         return f"dbt_{layer}" if layer else "dbt"
-
-
-@contextmanager
-def dbt_connection(database_url: str) -> Iterator[None]:
-    """dbt (a subprocess of DbtCliResource) reads its connection from the environment."""
-    values = dbt_env(database_url)
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class DbtBuildConfig(dg.Config):
