@@ -1,26 +1,27 @@
 """A shop in a box: simulated shoppers, their event stream, and the hidden truth behind it.
 
 `simulate(cfg)` returns the stream (JSON lines in the order a collector receives them) and the
-truth tables. Everything is drawn from one seeded generator, column-wise, so the same config
-gives the same bytes and a million events take seconds.
+truth tables, all in memory. `simulate_chunks(cfg, chunk_visitors=...)` gives the same bytes
+as a stream of chunks in bounded memory (what `crm simulate` uses). Randomness is keyed per
+person, column-wise, so the same config gives the same bytes whatever the chunking and a
+million events take seconds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
 from simulator.config import SimConfig
-from simulator.hazards import apply_hazards
-from simulator.journeys import JourneyBuilder
-from simulator.output import to_json_lines
-from simulator.population import build_population
-from simulator.products import build_catalogue
-from simulator.truth import build_truth
+from simulator.stream import SimChunk, simulate_chunks
+from simulator.truth import TRUTH_TABLES
 
-__all__ = ["SimConfig", "Simulation", "simulate"]
+__all__ = ["SimChunk", "SimConfig", "Simulation", "run_id_for", "simulate", "simulate_chunks"]
+
+
+def run_id_for(cfg: SimConfig) -> str:
+    return f"seed{cfg.seed}-v{cfg.visitors}-d{cfg.days}-{cfg.start.isoformat()}"
 
 
 @dataclass
@@ -31,21 +32,17 @@ class Simulation:
 
     @property
     def run_id(self) -> str:
-        c = self.config
-        return f"seed{c.seed}-v{c.visitors}-d{c.days}-{c.start.isoformat()}"
+        return run_id_for(self.config)
 
 
-def simulate(cfg: SimConfig) -> Simulation:
-    # Independent streams per stage: tuning one stage does not reshuffle the others.
-    catalogue_rng, people_rng, journey_rng, hazard_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4)
-    )
-    catalogue = build_catalogue(catalogue_rng)
-    population = build_population(cfg, people_rng, catalogue.n_categories)
-    builder = JourneyBuilder(cfg, journey_rng, population, catalogue)
-    events, sessions = builder.build()
-    stream = apply_hazards(cfg, hazard_rng, events, population.devices)
-    lines = to_json_lines(stream)
-    truth = build_truth(cfg, population, sessions, stream, catalogue.categories,
-                        builder.registered_at)
-    return Simulation(cfg, lines, truth)
+def simulate(cfg: SimConfig, chunk_visitors: int | None = None) -> Simulation:
+    """The whole run in memory (all people in one chunk unless `chunk_visitors` is given)."""
+    lines: list[pl.Series] = []
+    parts: dict[str, list[pl.DataFrame]] = {name: [] for name in TRUTH_TABLES}
+    for chunk in simulate_chunks(cfg, chunk_visitors=chunk_visitors):
+        if chunk.lines.len():
+            lines.append(chunk.lines)
+        for name, df in chunk.truth.items():
+            parts[name].append(df)
+    all_lines = pl.concat(lines) if lines else pl.Series("line", [], dtype=pl.String)
+    return Simulation(cfg, all_lines, {name: pl.concat(dfs) for name, dfs in parts.items()})

@@ -10,6 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from simulator.config import DEFAULT_CHUNK_VISITORS
+
 console = Console(stderr=True)
 
 
@@ -36,10 +38,15 @@ def simulate(
     no_hazards: bool = typer.Option(False, "--no-hazards", help="A clean stream, no hazards."),
     batch_size: int = typer.Option(1000, help="Events per POST."),
     concurrency: int = typer.Option(4, help="Concurrent POST requests."),
+    chunk_visitors: int = typer.Option(
+        DEFAULT_CHUNK_VISITORS, "--chunk-visitors", min=1,
+        help="People simulated at a time: bounds memory; the output is the same for any value.",
+    ),
 ) -> None:
-    """Simulate shoppers on a shop: events to a collector or a file, hidden truth beside them."""
+    """Simulate shoppers on a shop: events to a collector or a file, hidden truth beside them.
+
+    Streams: `--chunk-visitors` people at a time, so memory stays bounded at any size."""
     from simulator import SimConfig
-    from simulator import simulate as run
 
     if (out is None) == (url is None):
         raise typer.BadParameter("give exactly one of --out FILE or --url URL (with --write-key)")
@@ -54,31 +61,33 @@ def simulate(
                  "junk_client_id_rate": junk_rate}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
-    t0 = time.perf_counter()
-    sim = run(cfg)
-    elapsed = time.perf_counter() - t0
-    n = len(sim.lines)
-    console.print(f"simulated {n:,} events of {visitors:,} people in {elapsed:.1f} s "
-                  f"({n / max(elapsed, 1e-9):,.0f} events/s)")
-    if out is not None:
-        from simulator.output import write_jsonl
-        from simulator.truth import truth_dir_for, write_truth_files
+    from simulator.run import post_run, write_files
 
-        write_jsonl(sim.lines, out)
-        folder = truth_dir_for(out)
-        write_truth_files(sim.truth, folder, cfg)
-        console.print(f"events: {out}\ntruth:  {folder}/")
+    t0 = time.perf_counter()
+    if out is not None:
+        from simulator.truth import truth_dir_for
+
+        result = write_files(cfg, out, chunk_visitors=chunk_visitors)
+        _done(result.lines, visitors, t0)
+        console.print(f"events: {out}\ntruth:  {truth_dir_for(out)}/")
         return
 
-    from simulator.output import post_lines
-    from simulator.truth import write_truth_tables
+    from simulator import run_id_for
 
     if database_url is None:
         from crm.settings import database_url as default_url
 
         database_url = default_url()
-    write_truth_tables(sim.truth, database_url, sim.run_id, cfg)
-    accepted, rejected = post_lines(sim.lines.to_list(), url, write_key,  # type: ignore[arg-type]
-                                    batch_size=batch_size, concurrency=concurrency)
-    console.print(f"posted {n:,} events: {accepted:,} accepted, {rejected:,} rejected; "
-                  f"truth in schema sim, run_id {sim.run_id!r}")
+    result = post_run(cfg, url, write_key, database_url,  # type: ignore[arg-type]
+                      chunk_visitors=chunk_visitors, batch_size=batch_size,
+                      concurrency=concurrency)
+    _done(result.lines, visitors, t0)
+    console.print(f"posted {result.lines:,} events: {result.accepted:,} accepted, "
+                  f"{result.rejected:,} rejected; truth in schema sim, "
+                  f"run_id {run_id_for(cfg)!r}")
+
+
+def _done(n: int, visitors: int, t0: float) -> None:
+    elapsed = time.perf_counter() - t0
+    console.print(f"simulated {n:,} events of {visitors:,} people in {elapsed:.1f} s "
+                  f"({n / max(elapsed, 1e-9):,.0f} events/s)")

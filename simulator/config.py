@@ -7,6 +7,9 @@ from datetime import date
 
 # Identifiers broken trackers really send (PostHog and Segment keep lists of them).
 JUNK_CLIENT_IDS: tuple[str, ...] = ("undefined", "null", "0", "")
+# People simulated at a time by the streaming path (simulator.stream): bounds memory, never
+# the output.
+DEFAULT_CHUNK_VISITORS = 2_000
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import numpy as np
@@ -56,9 +57,20 @@ def to_json_lines(ev: pl.DataFrame) -> pl.Series:
 
 def write_jsonl(lines: pl.Series, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame({"line": lines}).write_csv(
-        path, include_header=False, quote_style="never", line_terminator="\n"
-    )
+    with path.open("wb") as fh:
+        append_jsonl(lines, fh)
+
+
+def append_jsonl(lines: pl.Series, fh: BinaryIO) -> None:
+    """Lines to an open file, one per line (a chunk of a stream written piece by piece)."""
+    if lines.len():
+        pl.DataFrame({"line": lines}).write_csv(
+            fh, include_header=False, quote_style="never", line_terminator="\n"
+        )
+
+
+def batches_of(lines: Sequence[str], batch_size: int) -> Iterator[Sequence[str]]:
+    return (lines[i:i + batch_size] for i in range(0, len(lines), batch_size))
 
 
 def post_lines(
@@ -66,22 +78,28 @@ def post_lines(
     concurrency: int = 4, progress: bool = True,
 ) -> tuple[int, int]:
     """POST the lines in order-preserving batches; returns (accepted, rejected) as answered."""
-    return asyncio.run(_post(lines, url, write_key, batch_size, concurrency, progress))
+    return post_batches(batches_of(lines, batch_size), url, write_key, total=len(lines),
+                        concurrency=concurrency, progress=progress)
 
 
-async def _post(lines: Sequence[str], url: str, write_key: str, batch_size: int,
+def post_batches(
+    batches: Iterable[Sequence[str]], url: str, write_key: str, *, total: int | None = None,
+    concurrency: int = 4, progress: bool = True,
+) -> tuple[int, int]:
+    """POST batches as they come from an iterator (a stream too big to hold), `concurrency`
+    at a time, taken in order; returns (accepted, rejected) as answered."""
+    return asyncio.run(_post(iter(batches), url, write_key, total, concurrency, progress))
+
+
+async def _post(batches: Iterator[Sequence[str]], url: str, write_key: str, total: int | None,
                 concurrency: int, progress: bool) -> tuple[int, int]:
     endpoint = url.rstrip("/") + "/v1/events"
     headers = {"X-Write-Key": write_key, "Content-Type": "application/json",
                "Content-Encoding": "gzip"}
-    batches = [lines[i:i + batch_size] for i in range(0, len(lines), batch_size)]
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(len(batches)):
-        queue.put_nowait(i)
     totals = [0, 0]
     bar = Progress(TextColumn("[bold]post[/]"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), disable=not progress, transient=True)
-    task = bar.add_task("post", total=len(lines))
+    task = bar.add_task("post", total=total)
 
     async def send(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
         delay = 0.2
@@ -105,9 +123,10 @@ async def _post(lines: Sequence[str], url: str, write_key: str, batch_size: int,
         raise RuntimeError(f"collector kept refusing a batch: {resp.status_code}")
 
     async def worker(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            batch = batches[i]
+        # One shared iterator: the next batch goes to whichever worker is free, so with one
+        # worker the lines arrive in order. Drawing it may generate the next window of a
+        # simulated stream, on the event loop; the other workers' requests wait that long.
+        for batch in batches:
             body = gzip.compress(
                 ('{"batch":[' + ",".join(batch) + "]}").encode(), compresslevel=1)
             data = (await send(client, body)).json()

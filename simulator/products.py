@@ -47,9 +47,9 @@ class Catalogue:
     def n_categories(self) -> int:
         return len(self.categories)
 
-    def sample(self, rng: np.random.Generator, category: np.ndarray) -> np.ndarray:
-        """A product index for each category given, by popularity (Zipf within a category)."""
-        u = rng.random(len(category))
+    def sample(self, u: np.ndarray, category: np.ndarray) -> np.ndarray:
+        """A product index for each category given, by popularity (Zipf within a category),
+        from one uniform per row."""
         idx = np.searchsorted(self.cat_keys, category + u, side="right")
         lo, hi = self.cat_offsets[category], self.cat_offsets[category + 1] - 1
         return np.clip(idx, lo, hi)
