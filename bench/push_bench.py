@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
 from crm.db.embedded import EmbeddedPostgres  # noqa: E402
 from crm.db.migrate import migrate  # noqa: E402
 from push.campaign import Campaign  # noqa: E402
+from push.fake_servers import service_account  # noqa: E402
 from push.fcm import FcmSender  # noqa: E402
 from push.run import run_campaign  # noqa: E402
 from tests.push_shop import TABLES  # noqa: E402
@@ -64,18 +65,6 @@ def _serve_fcm(port: int) -> None:
     app.router.routes.append(Route("/_count", count))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", loop="uvloop",
                 http="httptools", access_log=False)
-
-
-def _credentials(base: str) -> dict:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    return {"type": "service_account", "project_id": "bench-shop", "private_key_id": "k1",
-            "private_key": pem, "client_email": "crm@bench-shop.iam.gserviceaccount.com",
-            "token_uri": f"{base}/token"}
 
 
 def _fill(url: str, people: int) -> None:
@@ -142,7 +131,7 @@ def main() -> None:
             break
         except httpx.TransportError:
             time.sleep(0.05)
-    creds = _credentials(base)
+    creds = service_account(f"{base}/token", "bench-shop")
     apns = _apns()
     rates: dict[str, list[float]] = {"fcm": [], "apns": []}
     now = datetime.now(UTC)

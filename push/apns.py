@@ -20,9 +20,8 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from push.fcm import Retryable, SendResult, WaitRetryAfter, retry_after_seconds
+from push.retries import Retryable, SendResult, retry_after_seconds, send_with_retries
 
 DEFAULT_URL = "https://api.push.apple.com"
 REFRESH_AFTER = 40 * 60  # Apple rejects provider tokens older than an hour
@@ -174,21 +173,9 @@ class ApnsSender:
         return SendResult("failed", f"http_{status}:{reason}")
 
     async def send(self, token: str, title: str, body: str, data: dict[str, str]) -> SendResult:
-        async with self.limit:
-            try:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(Retryable),
-                    stop=stop_after_attempt(self.attempts),
-                    wait=WaitRetryAfter(self.retry_cap),
-                    reraise=True,
-                ):
-                    with attempt:
-                        return await self._once(token, title, body, data)
-            except Retryable as exc:
-                return SendResult("failed", exc.reason)
-            except httpx.HTTPError as exc:
-                return SendResult("failed", f"transport:{type(exc).__name__}")
-        raise AssertionError("unreachable")
+        return await send_with_retries(
+            lambda: self._once(token, title, body, data), self.limit, self.attempts,
+            self.retry_cap, (httpx.HTTPError,))
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -19,8 +19,8 @@ from typing import Protocol
 
 import psycopg
 
-from push.fcm import SendResult
 from push.ledger import claim, due, settle_many
+from push.retries import SendResult
 
 
 class Sender(Protocol):

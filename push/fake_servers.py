@@ -22,6 +22,19 @@ from push.fake_fcm import FakeFcmState, create_app
 APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC = "TESTKEY001", "TESTTEAM01", "com.example.shop"
 
 
+def service_account(token_uri: str, project_id: str = "demo-shop") -> dict[str, str]:
+    """A TEST service-account JSON (fresh RSA key) whose token_uri points at a fake FCM."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {
+        "type": "service_account", "project_id": project_id, "private_key_id": "test",
+        "private_key": rsa_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode(),
+        "client_email": f"crm@{project_id}.iam.gserviceaccount.com",
+        "token_uri": token_uri,
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,16 +65,8 @@ class FakePush:
                 raise RuntimeError(f"fake FCM did not start on port {port}")
             time.sleep(0.02)
         fcm_url = f"http://127.0.0.1:{port}"
-        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         creds = self.folder / "fcm-service-account.json"
-        creds.write_text(json.dumps({
-            "type": "service_account", "project_id": "demo-shop", "private_key_id": "test",
-            "private_key": rsa_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()).decode(),
-            "client_email": "crm@demo-shop.iam.gserviceaccount.com",
-            "token_uri": f"{fcm_url}/token",
-        }))
+        creds.write_text(json.dumps(service_account(f"{fcm_url}/token")))
         p8 = self.folder / f"AuthKey_{APNS_KEY_ID}.p8"
         ca, tls_key = self.folder / "fake-apns-ca.pem", self.folder / "fake-apns-tls.key"
         key = write_test_key(p8)

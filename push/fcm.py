@@ -12,50 +12,14 @@ import json
 import os
 import ssl as ssl_module
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import jwt
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_base, wait_exponential_jitter
+
+from push.retries import Retryable, SendResult, retry_after_seconds, send_with_retries
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
-
-
-@dataclass(frozen=True)
-class SendResult:
-    status: str  # "sent" | "failed"
-    reason: str | None = None
-    dead_token: bool = False
-
-
-class Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class WaitRetryAfter(wait_base):
-    """Retry-After when the server sent one (capped), else exponential backoff with jitter."""
-
-    def __init__(self, cap: float = 30.0) -> None:
-        self.cap = cap
-        self.fallback = wait_exponential_jitter(multiplier=0.2, max=cap)
-
-    def __call__(self, retry_state) -> float:  # type: ignore[override]
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, self.cap)
-        return self.fallback(retry_state)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class FcmSender:
@@ -171,21 +135,9 @@ class FcmSender:
         return SendResult("failed", f"http_{status}:{code}")
 
     async def send(self, token: str, title: str, body: str, data: dict[str, str]) -> SendResult:
-        async with self.limit:
-            try:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(Retryable),
-                    stop=stop_after_attempt(self.attempts),
-                    wait=WaitRetryAfter(self.retry_cap),
-                    reraise=True,
-                ):
-                    with attempt:
-                        return await self._once(token, title, body, data)
-            except Retryable as exc:
-                return SendResult("failed", exc.reason)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                return SendResult("failed", f"transport:{type(exc).__name__}")
-        raise AssertionError("unreachable")
+        return await send_with_retries(
+            lambda: self._once(token, title, body, data), self.limit, self.attempts,
+            self.retry_cap, (aiohttp.ClientError, TimeoutError))
 
     async def aclose(self) -> None:
         if self._session is not None:

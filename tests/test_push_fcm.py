@@ -8,10 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from push.fake_fcm import FakeFcmState, create_app
+from push.fake_servers import service_account
 from push.fcm import FcmSender
 
 
@@ -36,18 +35,7 @@ def fake_fcm() -> Iterator[tuple[FakeFcmState, str]]:
 
 
 def _credentials(base: str) -> dict:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return {
-        "type": "service_account",
-        "project_id": "demo-shop",
-        "private_key_id": "k1",
-        "private_key": pem,
-        "client_email": "crm@demo-shop.iam.gserviceaccount.com",
-        "token_uri": f"{base}/token",
-    }
+    return service_account(f"{base}/token")
 
 
 def test_sends_dead_tokens_and_retries(fake_fcm: tuple[FakeFcmState, str]) -> None:

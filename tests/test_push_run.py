@@ -22,14 +22,13 @@ import orjson
 import psycopg
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.requests import ClientDisconnect
 
 from collector.ingest import ingest_items
 from crm.transform import transform
 from ml.train import train
 from push.fake_fcm import FakeFcmState, create_app
+from push.fake_servers import service_account
 from push.fcm import FcmSender
 from push.run import deliver_due, run_campaign
 from simulator import SimConfig, simulate
@@ -61,12 +60,7 @@ class FakeFcm:
         return f"http://127.0.0.1:{self.port}"
 
     def credentials(self) -> dict:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-        return {"type": "service_account", "project_id": "demo-shop", "private_key_id": "k1",
-                "private_key": pem, "client_email": "crm@demo-shop.iam.gserviceaccount.com",
-                "token_uri": f"{self.url}/token"}
+        return service_account(f"{self.url}/token")
 
     def sender(self) -> FcmSender:
         return FcmSender(self.credentials(), self.url)
