@@ -90,3 +90,57 @@ def cancel_purchased(conn: psycopg.Connection, campaign: str, now: dt.datetime |
                                  "purchase": list(PURCHASE_EVENTS),
                                  "checkout": list(CHECKOUT_EVENTS)})
     return cur.rowcount
+
+
+# Carts whose person already has a row of the campaign planned since that checkout (sent,
+# waiting, or skipped by a guardrail): one reminder per abandoned checkout, however often the
+# trigger looks.
+_REMINDED = """
+SELECT c.person_id
+FROM unnest(%(people)s::text[], %(at)s::timestamptz[]) AS c(person_id, checkout_at)
+WHERE EXISTS (SELECT 1 FROM push.deliveries d
+              WHERE d.campaign = %(campaign)s AND d.person_id = c.person_id
+                AND d.planned_at >= c.checkout_at)
+"""
+
+
+def already_reminded(conn: psycopg.Connection, campaign: str,
+                     carts: list[AbandonedCart]) -> set[str]:
+    """People of `carts` with a row of `campaign` planned at or after their checkout."""
+    if not carts:
+        return set()
+    return {r[0] for r in conn.execute(_REMINDED, {
+        "campaign": campaign, "people": [c.person_id for c in carts],
+        "at": [c.checkout_at for c in carts]})}
+
+
+def reminders_due(conn: psycopg.Connection, campaign: str, now: dt.datetime | None = None,
+                  min_age: dt.timedelta = dt.timedelta(hours=1),
+                  lookback: dt.timedelta = dt.timedelta(days=3)) -> list[AbandonedCart]:
+    """Abandoned carts (find_abandoned_carts) not yet reminded by `campaign`: who a run of
+    the abandoned-cart campaign should plan now."""
+    carts = find_abandoned_carts(conn, now, min_age, lookback)
+    done = already_reminded(conn, campaign, carts)
+    return [c for c in carts if c.person_id not in done]
+
+
+def not_yet_reminded(conn: psycopg.Connection, campaign: str, people: list[str],
+                     lookback: dt.timedelta = dt.timedelta(days=3),
+                     now: dt.datetime | None = None) -> list[str]:
+    """Of `people` (a trigger's, e.g. the sensor's), those without a row of `campaign` planned
+    since their latest checkout within the lookback; people without such a checkout are kept
+    (the caller named them; planning and cancel_purchased decide)."""
+    if not people:
+        return []
+    now = now or dt.datetime.now(dt.UTC)
+    rows = conn.execute(
+        """SELECT u.user_id::text, max(e.event_ts)
+           FROM crm.users u JOIN raw.events e ON e.user_id = u.external_user_id
+           WHERE u.user_id::text = ANY(%s) AND e.event_type = ANY(%s)
+             AND e.event_ts >= %s AND e.event_ts <= %s
+           GROUP BY 1""",
+        (list(people), list(CHECKOUT_EVENTS), now - lookback, now),
+    ).fetchall()
+    carts = [AbandonedCart(pid, at, None) for pid, at in rows]
+    done = already_reminded(conn, campaign, carts)
+    return [p for p in people if p not in done]

@@ -17,8 +17,15 @@ from pathlib import Path
 
 import psycopg
 
+from push.abandoned_cart import cancel_purchased, not_yet_reminded, reminders_due
 from push.audience import build_audience
-from push.campaign import Campaign, CampaignFileError, load_campaign, load_campaigns
+from push.campaign import (
+    Campaign,
+    CampaignFileError,
+    campaign_files,
+    load_campaign,
+    load_campaigns,
+)
 from push.deliver import Sender, deliver
 from push.ledger import plan
 from push.planner import plan_campaign
@@ -67,8 +74,31 @@ def resolve(campaign: Campaign | str) -> Campaign:
 
 
 def default_run_id(campaign: Campaign, now: datetime) -> str:
-    """One run per campaign per UTC day: a second run that day resumes the first."""
+    """One run per campaign per UTC day: a second run that day resumes the first. A triggered
+    campaign runs every few minutes for whoever the trigger names: one run per UTC minute."""
+    if campaign.audience.trigger:
+        return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
     return now.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def trigger_people(conn: psycopg.Connection, campaign: Campaign, now: datetime,
+                   people: list[str] | None) -> list[str] | None:
+    """Who a run plans. For the abandoned-cart trigger: the finder's people (checkout at least
+    an hour old, no order since), or the given ones; either way without those already
+    reminded of that checkout, so a trigger that fires again never reminds twice."""
+    if campaign.audience.trigger != "abandoned_cart":
+        return people
+    if people is None:
+        return [c.person_id for c in reminders_due(conn, campaign.name, now)]
+    return not_yet_reminded(conn, campaign.name, people, now=now)
+
+
+def cancel_bought(conn: psycopg.Connection, campaign: Campaign, now: datetime) -> int:
+    """Before anything of an abandoned-cart campaign goes out: reminders of people who have
+    bought since are settled as skipped ('purchased')."""
+    if campaign.audience.trigger != "abandoned_cart":
+        return 0
+    return cancel_purchased(conn, campaign.name, now)
 
 
 def default_senders() -> dict[str, Sender]:
@@ -167,6 +197,7 @@ def run_campaign(
     with psycopg.connect(database_url, autocommit=True) as conn:
         if not dry_run:
             _lock(conn, camp.name)
+        people = trigger_people(conn, camp, now, people)
         audience = build_audience(conn, camp, people)
         planned = plan_campaign(conn, camp, run_id, now, audience)
         summary.audience = audience.people
@@ -184,6 +215,7 @@ def run_campaign(
             return summary
         before = _status_counts(conn, camp.name)
         summary.planned_new = plan(conn, camp.name, run_id, planned.rows)
+        cancel_bought(conn, camp, now)  # this run's rows and older ones still waiting
         totals = asyncio.run(_deliver_all(conn, [camp.name], now, senders))[camp.name]
         after = _status_counts(conn, camp.name)
         summary.sent = totals.get("sent", 0)
@@ -199,6 +231,20 @@ def run_campaign(
     return summary
 
 
+def _triggered(names: list[str]) -> list[Campaign]:
+    """The campaigns of `names` whose files declare a trigger. A file that does not load is
+    passed over here (its rows still go out); `crm campaign list` names its problem."""
+    out: list[Campaign] = []
+    for path in campaign_files():
+        try:
+            camp = load_campaign(path)
+        except CampaignFileError:
+            continue
+        if camp.name in names and camp.audience.trigger:
+            out.append(camp)
+    return out
+
+
 def deliver_due(
     database_url: str, now: datetime | None = None, senders: Mapping[str, Sender] | None = None
 ) -> dict[str, dict[str, int]]:
@@ -210,4 +256,6 @@ def deliver_due(
         )]
         for name in names:
             _lock(conn, name)
+        for camp in _triggered(names):
+            cancel_bought(conn, camp, now)
         return asyncio.run(_deliver_all(conn, names, now, senders))
