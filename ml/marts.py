@@ -88,11 +88,14 @@ def as_of(database_url: str):
     return frame["as_of"][0]
 
 
+# push_received is the shop's send reaching the device, not the person being around: counted
+# as activity it would teach the model the shop's own send hour (bench/send_time.py, too,
+# leaves it out).
 SEND_EVENTS_SQL = """
 select user_id::text as person_id, event_ts as ts,
        case when event_type = 'push_opened' then 'push_opened' else 'activity' end as kind
 from intermediate.int_event_person
-where user_id is not null
+where user_id is not null and event_type <> 'push_received'
 """
 ZONES_SQL = "select user_id::text as person_id, timezone from crm.users"
 TOKENS_SQL = """
