@@ -18,9 +18,11 @@ ENVELOPE = ("event", "timestamp", "event_id", "client_id", "user_id", "device_ty
             "push_token", "auth_status", "email", "phone")
 
 
-def _json_value(name: str, dtype: pl.DataType) -> pl.Expr:
+def _json_value(name: str, dtype: pl.DataType, escape: bool = True) -> pl.Expr:
     col = pl.col(name)
     if dtype == pl.String:
+        if not escape:
+            return pl.lit('"') + col + pl.lit('"')
         escaped = col.str.replace_all("\\", "\\\\", literal=True).str.replace_all(
             '"', '\\"', literal=True)
         return pl.lit('"') + escaped + pl.lit('"')
@@ -30,23 +32,47 @@ def _json_value(name: str, dtype: pl.DataType) -> pl.Expr:
     return col.cast(pl.String)  # numbers and booleans print as JSON literals
 
 
+def _json_lines(ev: pl.DataFrame, order: list[str],
+                escape: frozenset[str] | None = None) -> pl.Series:
+    """`escape`: the string columns that hold a quote or backslash (None: all of them)."""
+    schema = ev.schema
+    pieces = [
+        pl.lit(("," if i else "") + f'"{name}":')
+        + _json_value(name, schema[name], escape is None or name in escape)
+        for i, name in enumerate(order)
+    ]
+    return ev.select(
+        (pl.lit("{") + pl.concat_str(pieces, ignore_nulls=True) + pl.lit("}")).alias("line")
+    ).to_series()
+
+
 def to_json_lines(ev: pl.DataFrame) -> pl.Series:
     """One JSON object per row, absent (null) fields left out, in a fixed key order.
 
     Built with string concatenation per column rather than a generic encoder: a null piece
-    drops out of `concat_str(ignore_nulls=True)`, so absent fields cost nothing.
+    drops out of `concat_str(ignore_nulls=True)`, so absent fields cost nothing. Rows are
+    serialised per event name with only the fields some row of that name has (a page_view
+    has a dozen of the 40-odd fields): the same bytes, a third of the work.
     """
-    schema = ev.schema
     fields = [c for c in ev.columns if not c.startswith("_")]
     order = [c for c in ENVELOPE if c in fields] + [c for c in fields if c not in ENVELOPE]
-    pieces = [
-        pl.lit(("," if i else "") + f'"{name}":') + _json_value(name, schema[name])
-        for i, name in enumerate(order)
-    ]
-    lines = ev.select(
-        (pl.lit("{") + pl.concat_str(pieces, ignore_nulls=True) + pl.lit("}")).alias("line")
-    ).to_series()
-    if "_price_as_string" in schema:
+    text = [c for c in order if ev.schema[c] == pl.String]
+    present = ev.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), *order).group_by(
+        "event").agg(pl.col("_row"), pl.exclude("_row").is_not_null().any(),
+                     *(pl.col(c).str.contains_any(['"', "\\"]).any().alias(f"_esc_{c}")
+                       for c in text))
+    rows, parts = [], []
+    for group in present.iter_rows(named=True):
+        cols = [c for c in order if c == "event" or group[c]]
+        escape = frozenset(c for c in text if group[f"_esc_{c}"])
+        rows.append(pl.Series(group["_row"], dtype=pl.Int64))
+        parts.append(_json_lines(ev.select(cols).gather(rows[-1]), cols, escape))
+    if parts:
+        lines = pl.DataFrame({"row": pl.concat(rows), "line": pl.concat(parts)}).sort("row")[
+            "line"]
+    else:
+        lines = pl.Series("line", [], dtype=pl.String)
+    if "_price_as_string" in ev.schema:
         # A shop bug the collector must refuse: a price sent as a string. Few rows: patch them.
         idx = np.flatnonzero(ev["_price_as_string"].to_numpy())
         if len(idx):

@@ -186,3 +186,23 @@ def test_posting_with_one_worker_sends_the_whole_stream_in_order(
     sent = [e for batch in handler.bodies for e in batch]
     assert sent == [orjson.dumps(orjson.loads(line)) for line in lines]
     assert result.lines == result.accepted == len(lines)
+
+
+def test_json_lines_escape_quotes_and_backslashes_and_leave_absent_fields_out() -> None:
+    from simulator.output import to_json_lines
+
+    ev = pl.DataFrame({
+        "event": ["search", "page_view", "search", "click"],
+        "timestamp": ["t1", "t2", "t3", "t4"],
+        "search_query": ['say "hi"', None, "plain", None],
+        "page_url": [None, "/a\\b", None, "/c"],
+        "scroll_depth": [None, None, None, 50],
+        "_hidden": [1, 2, 3, 4],
+    })
+    got = [orjson.loads(line) for line in to_json_lines(ev)]
+    assert got == [
+        {"event": "search", "timestamp": "t1", "search_query": 'say "hi"'},
+        {"event": "page_view", "timestamp": "t2", "page_url": "/a\\b"},
+        {"event": "search", "timestamp": "t3", "search_query": "plain"},
+        {"event": "click", "timestamp": "t4", "page_url": "/c", "scroll_depth": 50},
+    ]
