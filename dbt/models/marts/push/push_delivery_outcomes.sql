@@ -59,9 +59,11 @@ select
     f.opened_at,
     f.delivery_id is not null as is_delivered,
     f.opened_at is not null as is_opened,
-    -- devices' clocks can run behind the server's: a negative wait is read as immediate
-    greatest(0, extract(epoch from f.opened_at - d.finished_at))::double precision
-        as seconds_to_open,
+    -- from the device's own receipt where it sent one: both times on the device's clock, so
+    -- a clock that runs wrong cancels out; else from the send (server clock), where a device
+    -- clock behind the server's would give a negative wait, read as immediate
+    greatest(0, extract(epoch from f.opened_at - coalesce(f.received_at, d.finished_at)))
+        ::double precision as seconds_to_open,
     coalesce(f.received_events, 0) as received_events,
     coalesce(f.opened_events, 0) as opened_events
 from deliveries as d
