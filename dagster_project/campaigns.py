@@ -253,8 +253,10 @@ def _checks(path: Path, campaign: Campaign) -> list[dg.AssetChecksDefinition]:
 # --- sensors ------------------------------------------------------------------------------
 
 
-def _storage_id(entry: object | None) -> int:
-    return int(getattr(entry, "storage_id", 0) or 0)
+def _materialised(instance: dg.DagsterInstance, keys: list[dg.AssetKey]) -> int:
+    """The event-log position of the newest materialisation of any of `keys` (0: none)."""
+    return max((r.asset_entry.last_materialization_storage_id or 0
+                for r in instance.get_asset_records(keys)), default=0)
 
 
 def _in_progress(instance: dg.DagsterInstance, key: dg.AssetKey, done: int) -> bool:
@@ -284,9 +286,8 @@ def _change_sensor(path: Path, campaign: Campaign) -> dg.SensorDefinition:
             load_campaign(path)
         except CampaignFileError as exc:  # cursor kept: a fixed file is still a change
             return dg.SkipReason(f"not launched: {exc}")
-        latest = instance.get_latest_materialization_events(watched)
-        audience = max((_storage_id(e) for e in latest.values()), default=0)
-        own = _storage_id(instance.get_latest_materialization_event(key))
+        audience = _materialised(instance, watched)
+        own = _materialised(instance, [key])
         state = json.loads(context.cursor) if context.cursor else None
         cursor = json.dumps({"audience": audience, "file_sha256": digest})
         if state is None:
