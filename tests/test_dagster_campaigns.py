@@ -176,8 +176,12 @@ def test_the_checks_fail_on_a_ledger_that_breaks_the_rules(
     with psycopg.connect(shop, autocommit=True) as conn:
         if not conn.execute("SELECT count(*) FROM push.deliveries WHERE campaign = "
                             "'nightly_recommendations' AND status = 'sent'").fetchone()[0]:
-            _materialise(defs, NIGHTLY, {"now": dt.datetime.now(dt.UTC).replace(
-                hour=12).isoformat()})
+            # run alone: send a day of the campaign first (its windows, then the day's end)
+            midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=30,
+                                                       microsecond=0)
+            for at in (midnight, midnight + dt.timedelta(hours=23, minutes=59)):
+                assert _materialise(defs, NIGHTLY, {
+                    "now": at.isoformat(), "run_id": midnight.strftime("%Y-%m-%d")}).success
         person, run_id, at = conn.execute(
             "SELECT person_id, run_id, coalesce(finished_at, send_at) FROM push.deliveries "
             "WHERE campaign = 'nightly_recommendations' AND status = 'sent' "
