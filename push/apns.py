@@ -2,6 +2,10 @@
 minutes, well inside Apple's one hour), bounded concurrency, retries for 429/5xx honouring
 Retry-After up to a cap, dead tokens (410 Unregistered, 400 BadDeviceToken) reported as such.
 
+The transport is push/h2_pool.py: a few HTTP/2 connections with many streams each, as Apple
+recommends (aioapns cannot be pointed at another host than Apple's and drops Retry-After;
+httpx held this sender near 500 sends a second).
+
 Settings: CRM_APNS_KEY (.p8 path), CRM_APNS_KEY_ID, CRM_APNS_TEAM_ID, CRM_APNS_TOPIC (the
 app's bundle id), CRM_APNS_URL (default https://api.push.apple.com), CRM_APNS_CA_FILE (an
 extra CA to trust, e.g. the local fake's)."""
@@ -15,12 +19,14 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from hpack import NeverIndexedHeaderTuple
 
+from push.h2_pool import H2ConnectionError, H2Pool
 from push.retries import Retryable, SendResult, retry_after_seconds, send_with_retries
 
 DEFAULT_URL = "https://api.push.apple.com"
@@ -64,12 +70,14 @@ class ApnsSender:
         topic: str,
         base_url: str = DEFAULT_URL,
         ca_file: str | None = None,
-        concurrency: int = 64,
+        concurrency: int = 256,
+        connections: int = 4,
         attempts: int = 5,
         retry_cap: float = 30.0,
         expiration: int = 24 * 3600,
         priority: int = 10,
         refresh_after: float = REFRESH_AFTER,
+        timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         for name, value in (("CRM_APNS_KEY_ID", key_id), ("CRM_APNS_TEAM_ID", team_id),
@@ -78,6 +86,12 @@ class ApnsSender:
                 raise ApnsConfigError(f"{name} is not set")
         self.key, self.key_id, self.team_id, self.topic = key, key_id, team_id, topic
         self.base_url = base_url.rstrip("/")
+        url = urlsplit(self.base_url)
+        if url.scheme != "https" or not url.hostname or url.path:
+            raise ApnsConfigError(f"CRM_APNS_URL {base_url!r}: expected https://host[:port] "
+                                  "(APNs is HTTP/2 over TLS)")
+        self.host, self.port = url.hostname, url.port or 443
+        self.connections = connections
         self.ca_file = ca_file
         self.limit = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
@@ -86,8 +100,9 @@ class ApnsSender:
         self.expiration = expiration
         self.priority = priority
         self.refresh_after = refresh_after
+        self.timeout = timeout
         self.clock = clock
-        self._client: httpx.AsyncClient | None = None
+        self._pool: H2Pool | None = None
         self._jwt: tuple[str, float] | None = None
 
     @classmethod
@@ -109,19 +124,15 @@ class ApnsSender:
         )
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def pool(self) -> H2Pool:
+        # made on first use, in the event loop that sends (its connections belong to it)
+        if self._pool is None:
             context = ssl.create_default_context()
             if self.ca_file:
                 context.load_verify_locations(cafile=self.ca_file)
-            # one HTTP/2 connection multiplexes the streams, as Apple recommends
-            self._client = httpx.AsyncClient(
-                http2=True,
-                verify=context,
-                timeout=10,
-                limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
-            )
-        return self._client
+            context.set_alpn_protocols(["h2"])
+            self._pool = H2Pool(self.host, self.port, context, connections=self.connections)
+        return self._pool
 
     def bearer(self, force: bool = False) -> str:
         now = self.clock()
@@ -140,31 +151,32 @@ class ApnsSender:
         return json.dumps({"aps": {"alert": {"title": title, "body": body}}, **data}).encode()
 
     async def _once(self, token: str, title: str, body: str, data: dict[str, str]) -> SendResult:
-        headers = {
-            "authorization": f"bearer {self.bearer()}",
-            "apns-topic": self.topic,
-            "apns-push-type": "alert",
-            "apns-expiration": str(int(time.time()) + self.expiration),
-            "apns-priority": str(self.priority),
-        }
+        headers = [
+            (b"authorization", b"bearer " + self.bearer().encode()),
+            (b"apns-topic", self.topic.encode()),
+            (b"apns-push-type", b"alert"),
+            (b"apns-expiration", b"%d" % (int(time.time()) + self.expiration)),
+            (b"apns-priority", b"%d" % self.priority),
+        ]
         if "delivery_id" in data:
             # a resend after an interrupted run replaces the notification instead of doubling it
-            headers["apns-collapse-id"] = data["delivery_id"][:64]
-        resp = await self.client.post(
-            f"{self.base_url}/3/device/{token}",
-            content=self._payload(title, body, data),
-            headers=headers,
-        )
-        status = resp.status_code
+            headers.append(NeverIndexedHeaderTuple(
+                b"apns-collapse-id", data["delivery_id"][:64].encode()))
+        async with asyncio.timeout(self.timeout):
+            resp = await self.pool.request(
+                b"POST", f"/3/device/{token}".encode(), headers,
+                self._payload(title, body, data))
+        status = resp.status
         if status == 200:
             return SendResult("sent")
         try:
-            reason = resp.json().get("reason", "")
-        except ValueError:
+            reason = json.loads(resp.body).get("reason", "") if resp.body else ""
+        except (ValueError, AttributeError):
             reason = ""
         if status == 429 or status >= 500:
+            retry_after = resp.headers.get(b"retry-after")
             raise Retryable(f"http_{status}:{reason}", retry_after_seconds(
-                resp.headers.get("retry-after")))
+                retry_after.decode() if retry_after else None))
         if status == 403 and reason == "ExpiredProviderToken":
             self.bearer(force=True)
             raise Retryable(f"http_403:{reason}", 0.0)
@@ -175,9 +187,9 @@ class ApnsSender:
     async def send(self, token: str, title: str, body: str, data: dict[str, str]) -> SendResult:
         return await send_with_retries(
             lambda: self._once(token, title, body, data), self.limit, self.attempts,
-            self.retry_cap, (httpx.HTTPError,))
+            self.retry_cap, (H2ConnectionError, TimeoutError))
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
