@@ -1,6 +1,6 @@
 """Push sends per second end to end from the ledger: audience, plan (ledger rows written),
-then delivery (claim, send over HTTP, settle) to the local fake FCM and, when push/apns.py
-and push/fake_apns.py exist, the local fake APNs.
+then delivery (claim, send over HTTP, settle) to the local fake FCM (HTTP/1.1) and the local
+fake APNs (HTTP/2 over TLS).
 
     .venv/bin/python bench/push_bench.py                      # 20,000 people per service, 3 runs
     .venv/bin/python bench/push_bench.py --people 5000 --runs 1
@@ -9,7 +9,7 @@ Each run plans a new campaign run for `--people` people whose only token is on t
 and times `run_campaign` from the start (audience query) to the last settle; FCM and APNs runs
 alternate, so both see the same machine load. The fake servers run in their own processes
 (they would otherwise share this process's CPU with the sender). Prints every run and
-`RESULT fcm_per_s=<median> apns_per_s=<median or n/a>`.
+`RESULT fcm_per_s=<median> apns_per_s=<median>`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +34,7 @@ if str(ROOT) not in sys.path:
 
 from crm.db.embedded import EmbeddedPostgres  # noqa: E402
 from crm.db.migrate import migrate  # noqa: E402
+from push.apns import ApnsSender, load_key  # noqa: E402
 from push.campaign import Campaign  # noqa: E402
 from push.fake_servers import service_account  # noqa: E402
 from push.fcm import FcmSender  # noqa: E402
@@ -100,13 +102,51 @@ def _campaign(service: str) -> Campaign:
     })
 
 
-def _apns() -> tuple | None:
-    """(start_server, make_sender) from the APNs helpers, or None if they are not there."""
-    try:
-        from push import apns, fake_apns  # type: ignore[attr-defined]  # noqa: F401
-    except ImportError:
-        return None
-    return None  # wired once push/apns.py and push/fake_apns.py land
+class _Counted(list):
+    """The fake's list of accepted messages, also counted where the bench process sees it."""
+
+    def __init__(self, counter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def append(self, item) -> None:
+        super().append(item)
+        self.counter.value += 1
+
+
+def _serve_apns(folder: Path, ready, counter) -> None:
+    """The fake APNs (h2 over TLS) in its own process; `counter` counts accepted messages."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from push.fake_apns import FakeApns, FakeApnsState
+    from push.fake_servers import APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC
+
+    key = load_pem_private_key((folder / "AuthKey.p8").read_bytes(), None)
+    state = FakeApnsState(key.public_key(), APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC)
+    state.received = _Counted(counter)
+    server = FakeApns(state, folder / "ca.pem", folder / "tls.key")
+    ready.put(server.start())
+    while True:
+        time.sleep(3600)
+
+
+def _start_apns(work: Path) -> tuple[multiprocessing.Process, object, Callable[[], ApnsSender]]:
+    from push.fake_apns import write_self_signed, write_test_key
+    from push.fake_servers import APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC
+
+    write_test_key(work / "AuthKey.p8")
+    write_self_signed(work / "ca.pem", work / "tls.key")
+    ready: multiprocessing.Queue = multiprocessing.Queue()
+    counter = multiprocessing.Value("q", 0, lock=False)  # one writer, read between runs
+    proc = multiprocessing.Process(target=_serve_apns, args=(work, ready, counter), daemon=True)
+    proc.start()
+    url = ready.get(timeout=30)
+    key = load_key(work / "AuthKey.p8")
+
+    def sender() -> ApnsSender:
+        return ApnsSender(key, APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC, url, str(work / "ca.pem"))
+
+    return proc, counter, sender
 
 
 def main() -> None:
@@ -132,35 +172,41 @@ def main() -> None:
         except httpx.TransportError:
             time.sleep(0.05)
     creds = service_account(f"{base}/token", "bench-shop")
-    apns = _apns()
+    apns_proc, apns_count, apns_sender = _start_apns(work)
     rates: dict[str, list[float]] = {"fcm": [], "apns": []}
     now = datetime.now(UTC)
     try:
         for run in range(args.runs):
             for service in ("fcm", "apns"):
-                if service == "apns" and apns is None:
-                    continue
-                sender = FcmSender(creds, base, concurrency=args.concurrency)
-                before = httpx.get(f"{base}/_count").json()["received"]
+                def received(service: str = service) -> int:
+                    if service == "fcm":
+                        return httpx.get(f"{base}/_count").json()["received"]
+                    return apns_count.value  # type: ignore[attr-defined]
+
+                sender = (FcmSender(creds, base, concurrency=args.concurrency)
+                          if service == "fcm" else apns_sender())
+                before = received()
                 started = time.perf_counter()
                 summary = run_campaign(url, _campaign(service), now=now,
                                        senders={service: sender}, run_id=f"run{run}")
                 elapsed = time.perf_counter() - started
-                received = httpx.get(f"{base}/_count").json()["received"] - before
+                got = received() - before
                 rate = summary.sent / elapsed
                 rates[service].append(rate)
                 print(f"run {run + 1} {service}: planned {summary.planned_new}, sent "
-                      f"{summary.sent}, failed {summary.failed}, received {received} at the "
+                      f"{summary.sent}, failed {summary.failed}, received {got} at the "
                       f"fake, {elapsed:.2f} s end to end: {rate:,.0f}/s", flush=True)
-                assert summary.sent == received == args.people, json.dumps(summary.__dict__)
+                assert summary.sent == got == args.people, json.dumps(summary.__dict__)
     finally:
-        server.terminate()
-        server.join(5)
+        for proc in (server, apns_proc):
+            proc.terminate()
+            proc.join(5)
         pg.stop(mode="immediate")
     fcm = f"{statistics.median(rates['fcm']):.0f}"
-    apns_rate = f"{statistics.median(rates['apns']):.0f}" if rates["apns"] else "n/a"
-    worst = f"{min(rates['fcm']):.0f}"
-    print(f"fcm runs/s: {', '.join(f'{r:.0f}' for r in rates['fcm'])} (worst {worst})")
+    apns_rate = f"{statistics.median(rates['apns']):.0f}"
+    for service, runs in rates.items():
+        print(f"{service} runs/s: {', '.join(f'{r:.0f}' for r in runs)} "
+              f"(worst {min(runs):.0f})")
     print(f"RESULT fcm_per_s={fcm} apns_per_s={apns_rate}")
 
 
