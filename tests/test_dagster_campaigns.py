@@ -258,6 +258,16 @@ def test_the_change_sensor_runs_the_campaign_when_its_audience_or_file_changes(
     requests, cursor, skip = _evaluate(sensor, defs, cursor)
     assert not requests and "expiry_hours" in (skip or "")
     copy.write_text(copy.read_text().replace("expiry_hours: -1", "expiry_hours: 22"))
+    requests, cursor, _ = _evaluate(sensor, defs, cursor)
+    assert requests
+    # A run that will materialise the campaign is queued (the nightly job, say) when the
+    # audience changes: the sensor waits for it instead of asking for another run.
+    job = defs.resolve_implicit_global_asset_job_def()
+    queued = instance.create_run_for_job(job, asset_selection=frozenset({NIGHTLY}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(_k("ml/user_lifecycle")))
+    requests, _, skip = _evaluate(sensor, defs, cursor)
+    assert not requests and "in progress" in (skip or "")
+    instance.report_run_canceled(queued)  # it ended without materialising the campaign
     assert _evaluate(sensor, defs, cursor)[0]
 
 
