@@ -1,25 +1,30 @@
 """Send what the ledger says is due and settle each row; dead tokens go to
 push.token_invalidations so every later plan (and crm.push_tokens) leaves them out.
 
-Rows go through a pipeline: claimed in small groups (attempts + 1, committed before their
-send), sent concurrently (the sender bounds its own connections), and settled in small
-commits as their answers arrive - never later than `settle_every` seconds after the answer.
-A run killed half-way leaves its unsent rows 'planned'; the only rows a resumed run can send a
-second time are the ones whose answer had arrived but whose settle had not been committed,
-and those carry the same delivery id, which the notification uses as its collapse key.
+Rows go through a pipeline on two async connections of their own, in the sending event loop:
+a row is claimed (attempts + 1, committed) just before its send, and its answer is committed
+as soon as it arrives - the settle connection commits whatever answers are waiting each time
+its previous commit returns, so nothing waits on a timer and the event loop never blocks on
+the database. At most `window` rows are claimed and unsettled at any moment.
+
+What a kill can leave behind is bounded by the protocol, not by batching: the rows claimed but
+not settled, i.e. the requests in flight (sent, answer not yet received) and the few answers
+still in their commit. FCM and APNs have no idempotency key, so a request whose answer never
+arrived cannot be known delivered; a resumed run sends those rows again with the same delivery
+id, which the notification carries as its collapse key (FCM collapse_key/tag, APNs
+apns-collapse-id), so the device shows it once. Every other row goes exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from datetime import datetime
 from typing import Protocol
 
 import psycopg
 
-from push.ledger import claim, due, settle_many
+from push.ledger import claim_async, due, settle_many_async
 from push.retries import SendResult
 
 
@@ -27,20 +32,24 @@ class Sender(Protocol):
     async def send(self, token: str, title: str, body: str, data: dict[str, str]) -> SendResult: ...
 
 
-def _flush(conn: psycopg.Connection, done: list[tuple[tuple, SendResult]]) -> None:
-    if not done:
-        return
-    with conn.transaction():
-        settle_many(conn, [(row[0], res.status, res.reason) for row, res in done])
+DEFAULT_WINDOW = 64
+INVALIDATE = """INSERT INTO push.token_invalidations (push_token, service, reason, delivery_id)
+                VALUES (%s, %s, %s, %s) ON CONFLICT (push_token) DO NOTHING"""
+
+
+async def _settle(conn: psycopg.AsyncConnection, done: list[tuple[tuple, SendResult]]) -> None:
+    async with conn.transaction():
+        await settle_many_async(conn, [(row[0], res.status, res.reason) for row, res in done])
         dead = [(row[3], row[2], res.reason, row[0]) for row, res in done if res.dead_token]
         if dead:
-            conn.cursor().executemany(
-                """INSERT INTO push.token_invalidations (push_token, service, reason,
-                       delivery_id) VALUES (%s, %s, %s, %s)
-                   ON CONFLICT (push_token) DO NOTHING""",
-                dead,
-            )
-    done.clear()
+            async with conn.cursor() as cur:
+                await cur.executemany(INVALIDATE, dead)
+
+
+async def _connect(conn: psycopg.Connection) -> psycopg.AsyncConnection:
+    """A new async connection to the database `conn` is connected to."""
+    extra = {"password": conn.info.password} if conn.info.password else {}
+    return await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True, **extra)
 
 
 async def deliver(
@@ -49,23 +58,26 @@ async def deliver(
     run_id: str,
     now: datetime,
     senders: dict[str, Sender],
-    batch: int = 500,
-    settle_every: float = 0.005,
-    window: int = 256,
+    window: int | None = None,
 ) -> dict[str, int]:
     """Send the run's due rows; returns how many were sent and failed by this call.
 
-    At most `window` rows are claimed and not yet settled at any moment; answers are
-    committed in groups, at the latest `settle_every` seconds after the group's first (or
-    at `batch` answers): each commit blocks the event loop, so fewer, larger ones keep the
-    sends flowing, and the group is all a kill can leave answered but unsettled."""
+    `window` (default: the largest `concurrency` among the senders, else 64) caps the rows
+    claimed and not yet settled, so claimed rows are the requests in flight, not a queue."""
     totals = {"sent": 0, "failed": 0}
     rows = deque(due(conn, campaign, run_id, now))
-    claimed: deque[tuple] = deque()
-    answers: asyncio.Queue[tuple[tuple, SendResult]] = asyncio.Queue()
-    done: list[tuple[tuple, SendResult]] = []
-    in_flight = 0
-    last_flush = time.monotonic()
+    if not rows:
+        return totals
+    if window is None:
+        window = max((getattr(s, "concurrency", DEFAULT_WINDOW) for s in senders.values()),
+                     default=DEFAULT_WINDOW)
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    free = window
+    freed, answered = asyncio.Event(), asyncio.Event()
+    answers: list[tuple[tuple, SendResult]] = []
+    tasks: set[asyncio.Task] = set()
+    claiming = True
 
     async def one(row: tuple) -> None:
         delivery_id, _person, channel, token, title, body = row
@@ -78,40 +90,51 @@ async def deliver(
                 result = await sender.send(token, title, body, data)
         except Exception as exc:  # a sender bug must not leave the row claimed forever
             result = SendResult("failed", f"error:{type(exc).__name__}")
-        answers.put_nowait((row, result))
+        answers.append((row, result))
+        answered.set()
 
-    tasks: set[asyncio.Task] = set()
-    while rows or claimed or in_flight:
-        while in_flight < window and (claimed or rows):
-            if not claimed:
-                group = [rows.popleft() for _ in range(min(len(rows), window // 2 or 1))]
-                ok = claim(conn, [r[0] for r in group])
-                claimed.extend(r for r in group if r[0] in ok)
+    async def settler(aconn: psycopg.AsyncConnection) -> None:
+        nonlocal free
+        while claiming or free < window:
+            if not answers:
+                answered.clear()
+                await answered.wait()
                 continue
-            task = asyncio.create_task(one(claimed.popleft()))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            in_flight += 1
-        if not in_flight:
-            break
-        if not done:  # nothing waits for a commit: sleep until an answer arrives
-            item = await answers.get()
-        else:
-            wait = max(0.0, settle_every - (time.monotonic() - last_flush))
-            try:
-                item = await asyncio.wait_for(answers.get(), timeout=wait)
-            except TimeoutError:
-                item = None
-        got = [item] if item else []
-        while not answers.empty():
-            got.append(answers.get_nowait())
-        for row, result in got:
-            in_flight -= 1
-            totals[result.status] += 1
-            done.append((row, result))
-        if done and (len(done) >= batch or not in_flight
-                     or time.monotonic() - last_flush >= settle_every):
-            _flush(conn, done)
-            last_flush = time.monotonic()
-    _flush(conn, done)
+            group = answers[:]
+            answers.clear()
+            await _settle(aconn, group)  # the answers that came during the last commit
+            for _row, result in group:
+                totals[result.status] += 1
+            free += len(group)
+            freed.set()
+
+    claims, settles = await _connect(conn), await _connect(conn)
+    try:
+        settling = asyncio.create_task(settler(settles))
+        settling.add_done_callback(lambda _task: freed.set())  # a failed settler wakes us
+        while rows:
+            if settling.done():  # the settle connection failed: stop claiming
+                break
+            if not free:
+                freed.clear()
+                await freed.wait()
+                continue
+            group = [rows.popleft() for _ in range(min(free, len(rows)))]
+            free -= len(group)
+            ok = await claim_async(claims, [r[0] for r in group])
+            for row in group:
+                if row[0] in ok:
+                    task = asyncio.create_task(one(row))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                else:  # settled by someone else meanwhile
+                    free += 1
+        claiming = False
+        answered.set()
+        await settling
+    finally:
+        for task in tasks:
+            task.cancel()
+        await claims.close()
+        await settles.close()
     return totals

@@ -86,29 +86,44 @@ def due(conn: psycopg.Connection, campaign: str, run_id: str, now: datetime) -> 
     ).fetchall()
 
 
+CLAIM = """UPDATE push.deliveries SET attempts = attempts + 1, attempted_at = now()
+           WHERE delivery_id = ANY(%s) AND status = 'planned' RETURNING delivery_id"""
+SETTLE_MANY = """UPDATE push.deliveries d SET status = v.status, reason = v.reason,
+                     finished_at = now()
+           FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS v(delivery_id, status, reason)
+           WHERE d.delivery_id = v.delivery_id AND d.status = 'planned'"""
+
+
 def claim(conn: psycopg.Connection, delivery_ids: list[UUID]) -> set[UUID]:
     """Mark rows as being sent (attempts + 1) in their own commit before the send; returns
     the ids still planned (another process may have settled some meanwhile)."""
-    rows = conn.execute(
-        """UPDATE push.deliveries SET attempts = attempts + 1, attempted_at = now()
-           WHERE delivery_id = ANY(%s) AND status = 'planned' RETURNING delivery_id""",
-        (delivery_ids,),
-    ).fetchall()
-    return {r[0] for r in rows}
+    return {r[0] for r in conn.execute(CLAIM, (delivery_ids,)).fetchall()}
+
+
+async def claim_async(conn: psycopg.AsyncConnection, delivery_ids: list[UUID]) -> set[UUID]:
+    """claim() on an async connection (autocommit: committed when it returns)."""
+    cur = await conn.execute(CLAIM, (delivery_ids,))
+    return {r[0] for r in await cur.fetchall()}
+
+
+def _columns(results: list[tuple[UUID, str, str | None]]) -> tuple[list, list, list]:
+    ids, statuses, reasons = (list(x) for x in zip(*results, strict=True))
+    return ids, statuses, reasons
 
 
 def settle_many(conn: psycopg.Connection, results: list[tuple[UUID, str, str | None]]) -> int:
     """Settle several planned rows in one commit: (delivery_id, status, reason) each."""
     if not results:
         return 0
-    ids, statuses, reasons = (list(x) for x in zip(*results, strict=True))
-    cur = conn.execute(
-        """UPDATE push.deliveries d SET status = v.status, reason = v.reason, finished_at = now()
-           FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS v(delivery_id, status, reason)
-           WHERE d.delivery_id = v.delivery_id AND d.status = 'planned'""",
-        (ids, statuses, reasons),
-    )
-    return cur.rowcount
+    return conn.execute(SETTLE_MANY, _columns(results)).rowcount
+
+
+async def settle_many_async(conn: psycopg.AsyncConnection,
+                            results: list[tuple[UUID, str, str | None]]) -> int:
+    """settle_many() on an async connection (in the caller's transaction, if any)."""
+    if not results:
+        return 0
+    return (await conn.execute(SETTLE_MANY, _columns(results))).rowcount
 
 
 def settle(

@@ -172,7 +172,7 @@ def test_delivery_from_ledger_records_dead_tokens(fake_apns, db) -> None:
     async def run_once() -> dict:
         sender = _sender(p8, url, ca)
         try:
-            return await deliver(db, "apns_ledger", run, now, {"apns": sender}, batch=7)
+            return await deliver(db, "apns_ledger", run, now, {"apns": sender}, window=7)
         finally:
             await sender.aclose()
 

@@ -91,7 +91,7 @@ def test_delivery_from_ledger_records_dead_tokens(fake_fcm: tuple[FakeFcmState, 
     async def run_once() -> dict:
         sender = FcmSender(_credentials(base), base)
         try:
-            return await deliver(db, "fcm_ledger", run, now, {"fcm": sender}, batch=7)
+            return await deliver(db, "fcm_ledger", run, now, {"fcm": sender}, window=7)
         finally:
             await sender.aclose()
 

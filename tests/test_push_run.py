@@ -179,9 +179,16 @@ def test_killed_run_resumes_without_loss(shop: Shop, fake_fcm: FakeFcm, tmp_path
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    time.sleep(0.3)  # requests the fake was still holding see the disconnect
+    received_at_kill = Counter(m["data"]["delivery_id"] for m in fake_fcm.state.received)
     at_kill = Counter(shop.execute(
         "SELECT status, attempts > 0 FROM push.deliveries WHERE campaign = 'flash_sale'"))
     assert at_kill[("sent", True)] > 0 and at_kill[("planned", False)] > 0, at_kill
+    # claimed, not settled: the requests in flight at the kill (and answers in their commit)
+    in_flight = {d for (d,) in shop.execute(
+        """SELECT delivery_id::text FROM push.deliveries
+           WHERE campaign = 'flash_sale' AND status = 'planned' AND attempts > 0""")}
+    assert len(in_flight) <= FcmSender(fake_fcm.credentials(), fake_fcm.url).concurrency
     fake_fcm.delay = 0.0
     out, err = _cli(shop, fake_fcm, creds, *args).communicate(timeout=120)
     assert out.strip().endswith("failed=0"), (out, err)
@@ -194,13 +201,13 @@ def test_killed_run_resumes_without_loss(shop: Shop, fake_fcm: FakeFcm, tmp_path
     for m in fake_fcm.state.received:
         did = m["data"]["delivery_id"]
         assert m["android"]["collapse_key"] == m["android"]["notification"]["tag"] == did
-    resent = {d for (d,) in shop.execute(
-        "SELECT delivery_id::text FROM push.deliveries WHERE attempts > 1")}
     duplicates = {d: n for d, n in received.items() if n > 1}
-    # only rows answered but not yet settled at the kill can go twice, and they are in doubt
-    assert set(duplicates) <= resent and max(received.values()) <= 2
-    print(f"kill at {sum(at_kill.values())} planned: {dict(at_kill)}; resent in doubt: "
-          f"{len(resent)}, duplicates at the fake: {len(duplicates)}")
+    # exactly the rows in flight whose request had reached the service went twice, once more
+    # each: nothing settled was sent again, so repeats <= requests in flight at the kill
+    assert set(duplicates) == in_flight & set(received_at_kill)
+    assert set(duplicates.values()) <= {2} and len(duplicates) <= len(in_flight)
+    print(f"kill at {sum(at_kill.values())} planned: {dict(at_kill)}; in flight at the kill: "
+          f"{len(in_flight)}, repeats at the fake: {len(duplicates)}")
     # the run is idempotent from here on
     out, _ = _cli(shop, fake_fcm, creds, *args).communicate(timeout=120)
     assert out.strip().endswith("sent=0 skipped=0 failed=0")
