@@ -7,7 +7,8 @@ Each person gets a 24-bin circular histogram of the LOCAL hours at which they we
 
 * ``push_opened`` events: one count each, weighted ``open_weight`` (2 by default): an open is
   a direct answer to a push at that hour, the thing the model is for;
-* ``activity`` events (any event the person made: page views, searches, orders...): counted
+* ``activity`` events (any event the person made: page views, searches, orders...; not
+  ``push_received``, the hour the shop sent, which ``ml.marts`` leaves out): counted
   once per local clock hour in which the person was active (weight ``activity_weight``, 1), so
   a 40-event visit weighs as much as a 2-event one and busy browsers do not drown their opens.
 
