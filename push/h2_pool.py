@@ -263,6 +263,7 @@ class H2Pool:
             conn.close()
             raise H2ConnectionError(f"{self.host}:{self.port} does not speak HTTP/2 (ALPN h2)")
         self._conns.append(conn)
+        self._released(all_waiters=True)  # the tasks queued while it was connecting
         return conn
 
     def _released(self, all_waiters: bool = False) -> None:

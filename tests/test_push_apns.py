@@ -212,3 +212,28 @@ def test_fake_servers_settings_drive_both_real_senders(tmp_path: Path, monkeypat
         assert fakes.apns is not None and [m["token"] for m in fakes.apns.received] == ["apns-tok"]
     finally:
         fakes.stop()
+
+
+def test_more_sends_than_one_connection_has_streams(fake_apns) -> None:
+    """300 sends at once over one HTTP/2 connection whose server allows 100 streams: the pool
+    waits for free streams instead of overrunning the server's limit, and all go out."""
+    state, url, p8, ca = fake_apns
+
+    async def run() -> list:
+        sender = _sender(p8, url, ca, concurrency=300, connections=1)
+        try:
+            return await asyncio.gather(*(sender.send(f"{i:064x}", "t", "b", {})
+                                          for i in range(300)))
+        finally:
+            await sender.aclose()
+
+    results = asyncio.run(run())
+    assert [r.status for r in results] == ["sent"] * 300
+    assert len({m["token"] for m in state.received}) == 300
+
+
+def test_apns_url_must_be_https(tmp_path: Path) -> None:
+    p8 = tmp_path / "k.p8"
+    write_test_key(p8)
+    with pytest.raises(ApnsConfigError, match=r"CRM_APNS_URL 'http://127.0.0.1:1'.*https"):
+        ApnsSender(load_key(p8), "K1", "TEAM1", TOPIC, "http://127.0.0.1:1")
