@@ -328,3 +328,36 @@ def test_the_abandoned_cart_sensor_reminds_once_and_not_after_an_order(
     named = set(again[0].run_config["ops"]["campaigns__abandoned_cart"]["config"]["people"]
                 ) if again else set()
     assert not {left, buyer} & named
+
+
+def test_the_daemon_runs_the_cart_sensor_from_workspace_yaml(
+        shop: str, defs: dg.Definitions) -> None:
+    """The sensor as the daemon runs it: the code location of workspace.yaml in its own
+    process, its resources from the environment, the request queued on the instance."""
+    import logging
+
+    from dagster._core.test_utils import create_test_daemon_workspace_context
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster._daemon.sensor import execute_sensor_iteration
+
+    instance = dg.DagsterInstance.get()
+    now, tag = dt.datetime.now(dt.UTC), uuid.uuid4().hex[:8]
+    with psycopg.connect(shop, autocommit=True) as conn:
+        _event(conn, "page_view", f"dg-daemon-{tag}", now - dt.timedelta(hours=3),
+               push_token=f"tok-daemon-{tag}")
+        _event(conn, "checkout_start", f"dg-daemon-{tag}", now - dt.timedelta(hours=2))
+        transform(database_url=shop)
+        [person] = conn.execute("SELECT user_id::text FROM crm.users WHERE external_user_id"
+                                " = %s", (f"dg-daemon-{tag}",)).fetchone()
+    before = {r.run_id for r in instance.get_runs()}
+    target = WorkspaceFileTarget(paths=[str(Path(__file__).resolve().parents[1]
+                                           / "workspace.yaml")])
+    with create_test_daemon_workspace_context(target, instance) as context:
+        list(execute_sensor_iteration(context, logging.getLogger("sensors"), None, None))
+    runs = [r for r in instance.get_runs() if r.run_id not in before
+            and r.tags.get("crm/trigger") == "abandoned_cart"]
+    assert len(runs) == 1, [(r.job_name, r.tags) for r in runs]
+    [run] = runs
+    assert run.asset_selection == {CART}
+    assert person in run.run_config["ops"]["campaigns__abandoned_cart"]["config"]["people"]
+    instance.report_run_canceled(run)  # leave nothing queued for other tests
