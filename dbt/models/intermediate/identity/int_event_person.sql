@@ -3,7 +3,8 @@
     In order: the account the event carries; else its device, if the device belongs to one
     person; on a shared (family) device, the account logged in on it at that time (the
     latest event with an account before this one; before the first login, the first
-    account that logs in on it); else its e-mail, phone or push token; on a public device
+    account that logs in on it; after a logout and before the next login, nobody's: the
+    device's own anonymous visitor); else its e-mail, phone or push token; on a public device
     with nothing else, the device's own anonymous person. user_id is null only for an
     event without any usable identifier (e.g. a broken tracker's "undefined" ClientID).
 
@@ -175,6 +176,7 @@ shared_device_events as (
         e.event_id,
         e.client_id,
         e.event_ts,
+        e.event_type,
         e.account_id,
         c.first_account_id,
         -- how many logins (events with an account) on this device so far
@@ -187,17 +189,33 @@ shared_device_events as (
 
 ),
 
-shared_device_accounts as (
+shared_device_logins as (
 
     select
-        event_id,
+        *,
         coalesce(
             first_value(account_id) over (
                 partition by client_id, login_no order by event_ts, event_id
             ),
             first_account_id
-        ) as account_id
+        ) as logged_in_account_id,
+        -- a logout since the latest login: whoever browses now is not that account
+        count(*) filter (where event_type = 'user_logout') over (
+            partition by client_id, login_no order by event_ts, event_id
+            rows between unbounded preceding and current row
+        ) as n_logouts_since_login
     from shared_device_events
+
+),
+
+shared_device_accounts as (
+
+    -- anonymous events after a logout and before the next login stay with the device's
+    -- own anonymous visitor (account_id null): several people use this device
+    select
+        event_id,
+        case when n_logouts_since_login = 0 then logged_in_account_id end as account_id
+    from shared_device_logins
 
 ),
 
@@ -217,7 +235,8 @@ attributed as (
         case
             when e.account_id is not null then 'account'
             when c.role in ('owned', 'anonymous') then 'client_id'
-            when c.role = 'shared' then 'shared_device'
+            when c.role = 'shared' and s.account_id is not null then 'shared_device'
+            when c.role = 'shared' then 'shared_device_logged_out'
             when em.role in ('owned', 'anonymous') then 'email'
             when ph.role in ('owned', 'anonymous') then 'phone'
             when pt.role in ('owned', 'anonymous') then 'push_token'
@@ -229,7 +248,7 @@ attributed as (
         case
             when e.account_id is not null then 'account:' || e.account_id
             when c.role in ('owned', 'anonymous') then c.person_anchor
-            when c.role = 'shared' then 'account:' || s.account_id
+            when c.role = 'shared' then coalesce('account:' || s.account_id, c.person_anchor)
             when em.role in ('owned', 'anonymous') then em.person_anchor
             when ph.role in ('owned', 'anonymous') then ph.person_anchor
             when pt.role in ('owned', 'anonymous') then pt.person_anchor

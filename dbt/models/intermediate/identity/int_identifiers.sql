@@ -6,8 +6,11 @@
       anonymous   never seen with an account: joins others through the graph
       shared      a device seen with 2..max_accounts_per_device accounts (family): links
                   nothing, its events go to whoever is logged in (int_event_person)
-      public      a device seen with more accounts (kiosk): links nothing at all; its
-                  anonymous events are the device's own anonymous visitor's
+      public      a device seen with more accounts (kiosk), or with more than
+                  max_strangers_per_device e-mails (or phones) none of its accounts was
+                  seen with (strangers' guest checkouts: a kiosk only one shopper ever
+                  logged in to): links nothing at all; its anonymous events are the
+                  device's own anonymous visitor's
       moved       a push token seen with 2+ accounts (reinstall, phone sold): belongs to
                   the latest account, links nothing
       contested   an e-mail / phone seen with 2+ accounts: belongs to the latest, links nothing
@@ -67,12 +70,51 @@ identifiers as (
 neighbours as (
 
     -- both directions of every edge
-    select identifier_a as identifier, identifier_b as neighbour, type_b as neighbour_type,
-        first_seen_at, last_seen_at
+    select identifier_a as identifier, type_a as identifier_type, identifier_b as neighbour,
+        type_b as neighbour_type, first_seen_at, last_seen_at
     from edges
     union all
-    select identifier_b, identifier_a, type_a, first_seen_at, last_seen_at
+    select identifier_b, type_b, identifier_a, type_a, first_seen_at, last_seen_at
     from edges
+
+),
+
+device_contacts as (
+
+    -- e-mails and phones typed on a device
+    select identifier as device, neighbour as contact, neighbour_type as contact_type
+    from neighbours
+    where identifier_type = 'client_id' and neighbour_type in ('email', 'phone')
+
+),
+
+identifier_accounts as (
+
+    select identifier, neighbour as account
+    from neighbours
+    where neighbour_type = 'account'
+
+),
+
+stranger_stats as (
+
+    -- e-mails / phones on a device that none of the device's accounts was ever seen with:
+    -- other people's guest checkouts. A personal device carries its owner's one or two; a
+    -- kiosk those of every shopper who checked out there without logging in
+    select
+        dc.device as identifier,
+        greatest(
+            count(*) filter (where dc.contact_type = 'email'),
+            count(*) filter (where dc.contact_type = 'phone')
+        ) as n_strangers
+    from device_contacts as dc
+    where not exists (
+        select 1
+        from identifier_accounts as da
+        join identifier_accounts as ca on ca.account = da.account
+        where da.identifier = dc.device and ca.identifier = dc.contact
+    )
+    group by dc.device
 
 ),
 
@@ -108,6 +150,7 @@ roles as (
         i.*,
         coalesce(a.n_accounts, 0) as n_accounts,
         coalesce(d.n_devices, 0) as n_devices,
+        coalesce(st.n_strangers, 0) as n_strangers,
         a.first_account_id,
         a.first_account_seen_at,
         a.latest_account_id,
@@ -115,6 +158,10 @@ roles as (
             when i.identifier_type = 'account' then 'account'
             when i.identifier_type = 'client_id'
                 and a.n_accounts > {{ var('max_accounts_per_device') }} then 'public'
+            -- whatever its accounts, a device many strangers typed their e-mail or phone on
+            -- is public: nobody's own device, even if only one shopper ever logged in there
+            when i.identifier_type = 'client_id'
+                and st.n_strangers > {{ var('max_strangers_per_device') }} then 'public'
             when i.identifier_type = 'client_id' and a.n_accounts >= 2 then 'shared'
             when i.identifier_type <> 'client_id'
                 and d.n_devices > {{ var('max_devices_per_identifier') }} then 'overloaded'
@@ -126,6 +173,7 @@ roles as (
     from identifiers as i
     left join account_stats as a on a.identifier = i.identifier
     left join device_stats as d on d.identifier = i.identifier
+    left join stranger_stats as st on st.identifier = i.identifier
 
 )
 

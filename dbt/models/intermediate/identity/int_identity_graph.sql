@@ -109,6 +109,7 @@ resolved as (
         i.last_seen_at,
         i.n_accounts,
         i.n_devices,
+        i.n_strangers,
         i.first_account_id,
         i.latest_account_id,
         c.component,
@@ -120,6 +121,8 @@ resolved as (
             when 'contested' then 'account:' || i.latest_account_id
             when 'overloaded' then 'account:' || i.latest_account_id
             when 'public' then i.identifier
+            -- a shared device's anonymous events after a logout are its own visitor's
+            when 'shared' then i.identifier
             when 'anonymous' then coalesce('account:' || ca.account_id, an.anchor)
         end as person_anchor,
         -- when it joined the person it belongs to now (null: it always belonged there)

@@ -1,5 +1,6 @@
 {#- Audit: public devices (kiosks, demo tablets): seen with more than max_accounts_per_device
-    accounts, or where people log out after use. They link nothing: each account's events
+    accounts, or with more than max_strangers_per_device e-mails (or phones) that none of
+    its accounts was seen with. They link nothing: each account's events
     there stay that account's, the anonymous ones belong to the device's own anonymous
     visitor (user_id; null when the device has no anonymous events). -#}
 
@@ -24,6 +25,7 @@ final as (
         g.identifier_value as client_id,
         g.device_type,
         g.n_accounts,
+        g.n_strangers,
         g.n_logins,
         g.n_logouts,
         g.n_events,

@@ -1,8 +1,8 @@
 {#- Push tokens of each person (spec section 3.3), a row per (person, token). A token that
     moved to another account (app reinstalled, phone sold) belongs to the latest account:
     the older rows stay for history with is_valid false; so does a token its device later
-    replaced with another, and a token FCM or APNs answered as dead (push.token_invalidations)
-    from the next build on. Senders use only is_valid rows. -#}
+    replaced with another, a token FCM or APNs answered as dead (push.token_invalidations)
+    from the next build on, and a token last used on a public device (a kiosk). Senders use only is_valid rows. -#}
 
 with
 
@@ -99,14 +99,18 @@ final as (
         u.n_events,
         o.current_user_id = u.user_id
             and coalesce(d.current_token = u.push_token, true)
-            and i.push_token is null as is_valid,
+            and i.push_token is null
+            and pd.identifier_value is null as is_valid,
         case
             when i.push_token is not null then 'rejected_by_push_service'
+            -- a kiosk's subscription reaches whoever stands at the kiosk, not its shopper
+            when pd.identifier_value is not null then 'public_device'
             when o.current_user_id <> u.user_id then 'moved_to_another_user'
             when d.current_token <> u.push_token then 'replaced_on_device'
         end as invalid_reason,
         case
             when i.push_token is not null then i.invalidated_at
+            when pd.identifier_value is not null then u.created_at
             when o.current_user_id <> u.user_id then o.created_at
             when d.current_token <> u.push_token then r.replaced_at
         end as invalidated_at
@@ -115,6 +119,9 @@ final as (
     left join device_token as d on d.client_id = u.client_id
     left join replacement as r on r.client_id = u.client_id
     left join {{ source('push', 'token_invalidations') }} as i on i.push_token = u.push_token
+    left join {{ ref('int_identity_graph') }} as pd
+        on pd.identifier_type = 'client_id' and pd.identifier_value = u.client_id
+        and pd.role = 'public'
 
 )
 
