@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 campaign_app = typer.Typer(help="Push campaigns (files in campaigns/).", no_args_is_help=True)
@@ -40,6 +41,7 @@ def list_command() -> None:
 
     from push.audience import AudienceError, build_audience
     from push.campaign import CampaignFileError, campaign_files, load_campaign
+    from push.run import trigger_people
 
     table = Table("campaign", "file", "when", "send time", "audience", "reachable", "skips")
     url = _url()
@@ -48,17 +50,20 @@ def list_command() -> None:
             try:
                 c = load_campaign(path)
             except CampaignFileError as exc:
-                table.add_row("?", path.name, "", "", f"[red]{exc}[/]", "", "")
+                table.add_row("?", path.name, "", "", f"[red]{escape(str(exc))}[/]", "", "")
                 continue
             when = c.schedule or (f"trigger: {c.audience.trigger}" if c.audience.trigger else "")
             try:
-                audience = build_audience(conn, c)
+                # A triggered campaign's audience is whoever its trigger names right now.
+                people = trigger_people(conn, c, datetime.now(UTC), None)
+                audience = build_audience(conn, c, people=people)
                 skips = ", ".join(f"{k}={v}" for k, v in sorted(audience.skip_counts().items()))
                 reach = str(len({r.person_id for r in audience.recipients}))
                 table.add_row(c.name, path.name, when, c.send_time, str(audience.people),
                               reach, skips)
             except AudienceError as exc:
-                table.add_row(c.name, path.name, when, c.send_time, f"[yellow]{exc}[/]", "", "")
+                table.add_row(c.name, path.name, when, c.send_time,
+                              f"[yellow]{escape(str(exc))}[/]", "", "")
     Console().print(table)
 
 
@@ -81,7 +86,7 @@ def run_command(
     try:
         s = run_campaign(_url(), name, now=_now(now), dry_run=dry_run, run_id=run_id)
     except (CampaignFileError, AudienceError, MessageTemplateError, CampaignBusyError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     print(f"campaign {s.campaign} run {s.run_id}{' (dry run: nothing written)' if dry_run else ''}")
     print(f"audience: {s.audience} people, {s.recipients} reachable")
@@ -109,7 +114,7 @@ def deliver_command(
     try:
         out = deliver_due(_url(), _now(now))
     except CampaignBusyError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
     for name, totals in out.items():
         print(f"{name}: sent={totals.get('sent', 0)} failed={totals.get('failed', 0)}")

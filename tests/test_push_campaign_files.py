@@ -43,3 +43,18 @@ def test_toml_campaign(tmp_path: Path) -> None:
         'name = "t"\n[audience]\nsegments = ["s1"]\n[message]\ntitle = "a"\nbody = "b"\n'
     )
     assert load_campaign(path).audience.segments == ["s1"]
+
+
+def test_the_terminal_shows_a_bad_file_error_as_written(
+        tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error's text reaches the terminal verbatim: brackets in a pattern are not markup."""
+    from typer.testing import CliRunner
+
+    from crm.cli import app
+
+    monkeypatch.setenv("CRM_DATABASE_URL", database_url)
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: Bad Name\naudience: {}\nmessage: {title: a, body: b}\n")
+    result = CliRunner().invoke(app, ["campaign", "run", str(path), "--dry-run"])
+    assert result.exit_code == 1
+    assert "^[a-z0-9_]+$" in result.output.replace("\n", "")
