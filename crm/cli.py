@@ -176,16 +176,21 @@ def collector(
 
 @app.command()
 def ingest(
-    file: str = typer.Argument(..., help="Newline-delimited JSON events, or - for stdin."),
+    file: str = typer.Argument(
+        ..., help="Newline-delimited JSON events (plain or gzip), or - for stdin."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="Processes that validate and write (0: one per core)."),
 ) -> None:
-    """Load events from a JSONL file through the collector's validation and storage."""
+    """Load events from a JSONL file through the collector's validation and storage,
+    streaming: any size in bounded memory."""
     from collector.ingest import ingest_file
 
     if file != "-" and not Path(file).is_file():
         console.print(f"[red]error:[/] no such file: {file}")
         raise typer.Exit(2)
-    summary = ingest_file(file, database_url=_migrated_url(), progress=not quiet)
+    summary = ingest_file(file, database_url=_migrated_url(), progress=not quiet,
+                          workers=workers or None)
     for r in summary.examples:
         console.print(f"  rejected item {r.index}: {'; '.join(r.errors)}")
     print(f"accepted {summary.accepted}, rejected {summary.rejected}")

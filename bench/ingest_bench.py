@@ -1,0 +1,177 @@
+"""`crm ingest` of a simulated JSONL file against plain COPY of the same rows, alternately in
+one run, so a busy machine weighs on both sides alike; prints the ratio of every round.
+
+    .venv/bin/python bench/ingest_bench.py                      # 10,500 visitors x 30 days
+    .venv/bin/python bench/ingest_bench.py --visitors 2000 --rounds 2 --workers 2
+
+(c) plain COPY: the rows `crm ingest` stores for the file (built beforehand, untimed, by the
+    collector's own validation) in binary COPY, one transaction per 10,000 rows, into an
+    unpartitioned table of raw.events' shape with its unique key and BRIN index.
+(i) `crm ingest FILE -q`: the whole process (start-up, reading, parsing, validation,
+    deduplication, rejected lines, commits) into an empty raw.events.
+(r) the same file once more: every event is already stored, nothing new may be.
+Each round empties both tables first. Without --database-url a throw-away embedded
+PostgreSQL is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from collector import storage  # noqa: E402
+from collector.storage import Submission  # noqa: E402
+from collector.validation import validate_events  # noqa: E402
+
+CEILING_TABLE = """
+DROP TABLE IF EXISTS public.copy_ceiling;
+CREATE TABLE public.copy_ceiling (LIKE raw.events INCLUDING DEFAULTS INCLUDING GENERATED);
+CREATE UNIQUE INDEX ON public.copy_ceiling (event_id, scope, received_day);
+CREATE INDEX ON public.copy_ceiling USING brin (received_at);
+"""
+COPY_ROWS = 10_000
+
+
+def ceiling_rows(path: Path) -> list[tuple]:
+    """The rows storage.write would COPY for the file's valid events."""
+    received = dt.datetime.now(dt.UTC)
+    sub = Submission([], [], "ingest:bench", received)
+    rows: list[tuple] = []
+    seen: set = set()
+    with path.open("rb") as f:
+        batch: list = []
+        for line in f:
+            try:
+                batch.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue
+            if len(batch) == 20_000:
+                rows += _rows(batch, received, sub, seen)
+                batch = []
+        rows += _rows(batch, received, sub, seen)
+    return rows
+
+
+def _rows(batch: list, received: dt.datetime, sub: Submission, seen: set) -> list[tuple]:
+    events, _ = validate_events(batch, received)
+    out = []
+    for e in events:
+        if e.event_id not in seen:  # the stored rows: one per event id
+            seen.add(e.event_id)
+            out.append(storage._event_row(e, sub, sub.received_day))
+    return out
+
+
+def plain_copy(url: str, rows: list[tuple]) -> float:
+    with psycopg.connect(url) as conn:
+        conn.execute("TRUNCATE public.copy_ceiling")
+        conn.commit()
+        statement = f"COPY public.copy_ceiling ({storage.EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        start = time.perf_counter()
+        for i in range(0, len(rows), COPY_ROWS):
+            with conn.transaction(), conn.cursor().copy(statement) as copy:
+                copy.set_types(storage.EVENT_TYPES)
+                for row in rows[i : i + COPY_ROWS]:
+                    copy.write_row(row)
+        return time.perf_counter() - start
+
+
+def crm_ingest(url: str, path: Path, workers: int) -> tuple[float, str]:
+    env = {**os.environ, "CRM_DATABASE_URL": url}
+    cmd = [sys.executable, "-m", "crm", "ingest", str(path), "-q"]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, check=True)
+    return time.perf_counter() - start, out.stdout.decode().strip().splitlines()[-1]
+
+
+def stored(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT count(*) FROM raw.events").fetchone()[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--visitors", type=int, default=10_500)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--file", type=Path, help="a JSONL file to load instead of simulating one")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=0, help="crm ingest --workers (0: default)")
+    ap.add_argument("--database-url", default=None, help="a scratch database (emptied!)")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="crm-ingest-bench-"))
+    server = None
+    try:
+        path = args.file
+        if path is None:
+            path = work / "events.jsonl"
+            subprocess.run(
+                [sys.executable, "-m", "crm", "simulate", "--visitors", str(args.visitors),
+                 "--days", str(args.days), "--out", str(path)],
+                cwd=ROOT, check=True, capture_output=True,
+            )
+        if args.database_url:
+            url = args.database_url
+        else:
+            from crm.db.embedded import EmbeddedPostgres
+
+            server = EmbeddedPostgres(work / "pgdata")
+            url = server.start()
+        from crm.db.migrate import migrate
+
+        migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(CEILING_TABLE)
+        t0 = time.perf_counter()
+        rows = ceiling_rows(path)
+        size = path.stat().st_size
+        print(f"file: {path.name}, {size / 1e6:,.0f} MB; {len(rows):,} distinct valid events "
+              f"(rows built in {time.perf_counter() - t0:.1f} s); {os.cpu_count()} cores")
+        ratios, copy_rates, ingest_rates = [], [], []
+        for r in range(1, args.rounds + 1):
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("TRUNCATE raw.events, raw.rejected_events")
+            c_secs = plain_copy(url, rows)
+            i_secs, said = crm_ingest(url, path, args.workers)
+            n = stored(url)
+            if n != len(rows):
+                raise SystemExit(f"crm ingest stored {n:,} events, expected {len(rows):,}")
+            r_secs, said_again = crm_ingest(url, path, args.workers)
+            if stored(url) != n:
+                raise SystemExit("re-ingesting the same file stored new events")
+            c_rate, i_rate = len(rows) / c_secs, len(rows) / i_secs
+            ratios.append(i_rate / c_rate)
+            copy_rates.append(c_rate)
+            ingest_rates.append(i_rate)
+            print(f"round {r}: (c) plain COPY {c_rate:>8,.0f} rows/s ({c_secs:.1f} s) | "
+                  f"(i) crm ingest {i_rate:>8,.0f} events/s ({i_secs:.1f} s, {said}) = "
+                  f"{i_rate / c_rate:.0%} of (c) | (r) again {r_secs:.1f} s, nothing new "
+                  f"({said_again})", flush=True)
+        print(f"median: (c) {statistics.median(copy_rates):,.0f} rows/s, (i) "
+              f"{statistics.median(ingest_rates):,.0f} events/s; (i)/(c) median "
+              f"{statistics.median(ratios):.0%}, worst {min(ratios):.0%}")
+    finally:
+        if server is not None:
+            server.stop(mode="immediate")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
