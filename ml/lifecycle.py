@@ -276,8 +276,32 @@ def expected_purchases(params: BgNbdParams, summary: pl.DataFrame,
     if abs(a - 1.0) < 1e-7:  # (a-1) cancels in the limit; keep off the 0/0
         a = 1.0 + 1e-7
     w = (alpha + T) / (alpha + T + t)
-    bracket = 1.0 - w ** (a - 1.0) * hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, 1.0 - w)
+    bracket = 1.0 - w ** (a - 1.0) * _hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, 1.0 - w)
     return (a + b + x - 1.0) / (a - 1.0) * bracket * p_alive(params, summary)
+
+
+def _hyp2f1(a: float, b: float, c: np.ndarray, z: np.ndarray, max_terms: int = 2_000
+            ) -> np.ndarray:
+    """scipy's 2F1, with its power series summed directly where scipy gives up. A fit near
+    the Poisson limit (no heterogeneity between customers: r and alpha in the millions) asks
+    for a huge negative first parameter at a tiny z, where scipy returns NaN but the series
+    converges in a few terms."""
+    out = np.asarray(hyp2f1(a, b, c, z), dtype=float)
+    bad = ~np.isfinite(out) & (np.abs(z) < 1.0)
+    if not bad.any():
+        return out
+    cz, zz = np.broadcast_to(c, out.shape)[bad], np.broadcast_to(z, out.shape)[bad]
+    term, total = np.ones_like(zz), np.ones_like(zz)
+    for k in range(max_terms):
+        term = term * (a + k) * (b + k) / ((cz + k) * (k + 1.0)) * zz
+        total += term
+        if np.all(np.abs(term) <= 1e-16 * np.abs(total)):
+            break
+    else:  # not converged: leave it undefined rather than return a wrong number
+        total[np.abs(term) > 1e-16 * np.abs(total)] = np.nan
+    out = out.copy()
+    out[bad] = total
+    return out
 
 
 def baseline_expected_purchases(summary: pl.DataFrame, t: float | np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from scipy.integrate import quad
 from scipy.special import betaln
+from scipy.stats import beta as beta_dist
 
 from bench.clv_cdnow import CALIBRATION_END, HOLDOUT_END, load_cdnow
 from ml import lifecycle as lc
@@ -175,6 +176,35 @@ def test_expected_purchases_match_the_posterior_integral(x: int, tx: float, T: f
                        epsrel=1e-11)
     expected = alive_by_bayes(x, tx, T) * integral / np.exp(betaln(a, b + x))
     assert lc.expected_purchases(PUBLISHED, s, t)[0] == pytest.approx(expected, rel=1e-7)
+
+
+# A fit at the Poisson limit (customers alike: r and alpha in the millions), as a small
+# simulated shop produced; scipy's 2F1 alone returns NaN there.
+NEAR_POISSON = lc.BgNbdParams(r=562781.507, alpha=17696782.08, a=107.964, b=608.955,
+                              loglik=-336.9, customers=37, converged=False)
+
+
+@pytest.mark.parametrize(("x", "tx", "T", "t"),
+                         [(5, 57.7, 78.0, 12.8), (1, 2.0, 66.5, 12.8), (0, 0, 20, 12.8)])
+def test_expected_purchases_at_the_poisson_limit_match_the_posterior_integral(
+        x: int, tx: float, T: float, t: float) -> None:
+    params = NEAR_POISSON
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+
+    def given_p(p: float) -> float:
+        return -np.expm1(-(r + x) * np.log1p(p * t / (alpha + T))) / p if p else (
+            (r + x) * t / (alpha + T))
+
+    # p ~ Beta(a, b + x) is sharply peaked here: integrate its density around the mode.
+    density = beta_dist(a, b + x)
+    lo, hi = density.ppf(1e-12), density.isf(1e-12)
+    integral, _ = quad(lambda p: given_p(p) * density.pdf(p), lo, hi, epsabs=0, epsrel=1e-10,
+                       limit=200)
+    alive = lc.p_alive(params, summary([(x, tx, T)]))[0]
+    expected = alive * integral
+    got = lc.expected_purchases(params, summary([(x, tx, T)]), t)[0]
+    assert np.isfinite(got)
+    assert got == pytest.approx(expected, rel=1e-6)
 
 
 def test_baseline_is_the_historical_rate() -> None:
