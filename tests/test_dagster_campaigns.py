@@ -14,13 +14,13 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from crm.transform import transform
 from ml.train import train
 from push.fake_servers import FakePush
 from push.run import deliver_due
 from tests.dagster_shop import dagster_env, fill_shop  # noqa: F401
+from tests.warehouse import insert_raw_event
 
 pytestmark = [pytest.mark.slow]
 
@@ -273,13 +273,7 @@ def test_the_change_sensor_runs_the_campaign_when_its_audience_or_file_changes(
 
 def _event(conn: psycopg.Connection, event_type: str, account: str, at: dt.datetime,
            push_token: str | None = None, **payload: object) -> None:
-    conn.execute("SELECT raw.ensure_event_partitions(%s, %s)", (at.date(), at.date()))
-    conn.execute(
-        "INSERT INTO raw.events (event_id, event_type, event_ts, received_at, client_id,"
-        " user_id, device_type, push_token, source, payload, received_day) VALUES (%s, %s,"
-        " %s, %s, %s, %s, 'android', %s, 'test', %s, %s)",
-        (uuid.uuid4(), event_type, at, at, f"cid-{account}", account, push_token,
-         Jsonb({"event": event_type, **payload}), at.date()))
+    insert_raw_event(conn, event_type, account, at, "android", push_token, **payload)
 
 
 def test_the_abandoned_cart_sensor_reminds_once_and_not_after_an_order(

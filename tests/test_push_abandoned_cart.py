@@ -13,13 +13,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from crm.transform import transform
 from push.abandoned_cart import cancel_purchased, find_abandoned_carts
 from push.fake_servers import FakePush
 from push.fcm import FcmSender
 from push.run import run_campaign
+from tests.warehouse import insert_raw_event
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 CAMPAIGN = "abandoned_cart_test"
@@ -27,14 +27,7 @@ CAMPAIGN = "abandoned_cart_test"
 
 def _event(db: psycopg.Connection, event_type: str, user_id: str, ago: dt.timedelta,
            now: dt.datetime = NOW, push_token: str | None = None, **payload: object) -> None:
-    ts = now - ago
-    db.execute("SELECT raw.ensure_event_partitions(%s, %s)", (ts.date(), ts.date()))
-    db.execute(
-        "INSERT INTO raw.events (event_id, event_type, event_ts, received_at, client_id,"
-        " user_id, device_type, push_token, source, payload, received_day) VALUES (%s, %s, %s,"
-        " %s, %s, %s, 'web', %s, 'test', %s, %s)",
-        (uuid.uuid4(), event_type, ts, ts, f"cid-{user_id}", user_id, push_token,
-         Jsonb({"event": event_type, **payload}), ts.date()))
+    insert_raw_event(db, event_type, user_id, now - ago, push_token=push_token, **payload)
 
 
 def accounts(db: psycopg.Connection, people: list[str]) -> list[str]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from collector.ingest import ingest_items
 from crm.transform import transform
@@ -31,6 +33,20 @@ def ev(event: str, ts: str, **fields: Any) -> dict[str, Any]:
 def person_id(anchor: str) -> str:
     """The person id the identity models derive: md5 of the anchor, as a UUID."""
     return str(uuid.UUID(hashlib.md5(anchor.encode()).hexdigest()))
+
+
+def insert_raw_event(conn: psycopg.Connection, event_type: str, account: str,
+                     at: datetime, device_type: str = "web", push_token: str | None = None,
+                     **payload: Any) -> None:
+    """One account's event written straight into raw.events (received when it happened), on
+    the device `cid-<account>`: for triggers that read raw.events, not the marts."""
+    conn.execute("SELECT raw.ensure_event_partitions(%s, %s)", (at.date(), at.date()))
+    conn.execute(
+        "INSERT INTO raw.events (event_id, event_type, event_ts, received_at, client_id,"
+        " user_id, device_type, push_token, source, payload, received_day) VALUES (%s, %s,"
+        " %s, %s, %s, %s, %s, %s, 'test', %s, %s)",
+        (uuid.uuid4(), event_type, at, at, f"cid-{account}", account, device_type, push_token,
+         Jsonb({"event": event_type, **payload}), at.date()))
 
 
 class Warehouse:
