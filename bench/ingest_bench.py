@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.scratch import scratch_database  # noqa: E402
 from collector import storage  # noqa: E402
 from collector.storage import Submission  # noqa: E402
 from collector.validation import validate_events  # noqa: E402
@@ -117,7 +118,6 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="crm-ingest-bench-"))
-    server = None
     try:
         path = args.file
         if path is None:
@@ -127,49 +127,38 @@ def main() -> None:
                  "--days", str(args.days), "--out", str(path)],
                 cwd=ROOT, check=True, capture_output=True,
             )
-        if args.database_url:
-            url = args.database_url
-        else:
-            from crm.db.embedded import EmbeddedPostgres
-
-            server = EmbeddedPostgres(work / "pgdata")
-            url = server.start()
-        from crm.db.migrate import migrate
-
-        migrate(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(CEILING_TABLE)
-        t0 = time.perf_counter()
-        rows = ceiling_rows(path)
-        size = path.stat().st_size
-        print(f"file: {path.name}, {size / 1e6:,.0f} MB; {len(rows):,} distinct valid events "
-              f"(rows built in {time.perf_counter() - t0:.1f} s); {os.cpu_count()} cores")
-        ratios, copy_rates, ingest_rates = [], [], []
-        for r in range(1, args.rounds + 1):
+        with scratch_database(work, args.database_url) as url:
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("TRUNCATE raw.events, raw.rejected_events")
-            c_secs = plain_copy(url, rows)
-            i_secs, said = crm_ingest(url, path, args.workers)
-            n = stored(url)
-            if n != len(rows):
-                raise SystemExit(f"crm ingest stored {n:,} events, expected {len(rows):,}")
-            r_secs, said_again = crm_ingest(url, path, args.workers)
-            if stored(url) != n:
-                raise SystemExit("re-ingesting the same file stored new events")
-            c_rate, i_rate = len(rows) / c_secs, len(rows) / i_secs
-            ratios.append(i_rate / c_rate)
-            copy_rates.append(c_rate)
-            ingest_rates.append(i_rate)
-            print(f"round {r}: (c) plain COPY {c_rate:>8,.0f} rows/s ({c_secs:.1f} s) | "
-                  f"(i) crm ingest {i_rate:>8,.0f} events/s ({i_secs:.1f} s, {said}) = "
-                  f"{i_rate / c_rate:.0%} of (c) | (r) again {r_secs:.1f} s, nothing new "
-                  f"({said_again})", flush=True)
-        print(f"median: (c) {statistics.median(copy_rates):,.0f} rows/s, (i) "
-              f"{statistics.median(ingest_rates):,.0f} events/s; (i)/(c) median "
-              f"{statistics.median(ratios):.0%}, worst {min(ratios):.0%}")
+                conn.execute(CEILING_TABLE)
+            t0 = time.perf_counter()
+            rows = ceiling_rows(path)
+            size = path.stat().st_size
+            print(f"file: {path.name}, {size / 1e6:,.0f} MB; {len(rows):,} distinct valid events "
+                  f"(rows built in {time.perf_counter() - t0:.1f} s); {os.cpu_count()} cores")
+            ratios, copy_rates, ingest_rates = [], [], []
+            for r in range(1, args.rounds + 1):
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("TRUNCATE raw.events, raw.rejected_events")
+                c_secs = plain_copy(url, rows)
+                i_secs, said = crm_ingest(url, path, args.workers)
+                n = stored(url)
+                if n != len(rows):
+                    raise SystemExit(f"crm ingest stored {n:,} events, expected {len(rows):,}")
+                r_secs, said_again = crm_ingest(url, path, args.workers)
+                if stored(url) != n:
+                    raise SystemExit("re-ingesting the same file stored new events")
+                c_rate, i_rate = len(rows) / c_secs, len(rows) / i_secs
+                ratios.append(i_rate / c_rate)
+                copy_rates.append(c_rate)
+                ingest_rates.append(i_rate)
+                print(f"round {r}: (c) plain COPY {c_rate:>8,.0f} rows/s ({c_secs:.1f} s) | "
+                      f"(i) crm ingest {i_rate:>8,.0f} events/s ({i_secs:.1f} s, {said}) = "
+                      f"{i_rate / c_rate:.0%} of (c) | (r) again {r_secs:.1f} s, nothing new "
+                      f"({said_again})", flush=True)
+            print(f"median: (c) {statistics.median(copy_rates):,.0f} rows/s, (i) "
+                  f"{statistics.median(ingest_rates):,.0f} events/s; (i)/(c) median "
+                  f"{statistics.median(ratios):.0%}, worst {min(ratios):.0%}")
     finally:
-        if server is not None:
-            server.stop(mode="immediate")
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.scratch import scratch_database  # noqa: E402
+
 # Marts whose rows must not depend on how the runs were split.
 COMPARED = {
     "fct_sessions": "select * from crm.fct_sessions",
@@ -134,56 +136,44 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["CRM_DBT_TARGET_PATH"] = str(work / "target")
     os.environ["CRM_DBT_LOG_PATH"] = str(work / "logs")
     os.environ.setdefault("DBT_QUIET", "true")  # errors only; timings come from run_results
-    server = None
     try:
-        if args.database_url:
-            url = args.database_url
-        else:
-            from crm.db.embedded import EmbeddedPostgres
+        with scratch_database(work, args.database_url) as url:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("TRUNCATE raw.events, raw.rejected_events")
+                for schema in ("staging", "intermediate", "crm"):
+                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
-            server = EmbeddedPostgres(work / "pgdata")
-            url = server.start()
-        from crm.db.migrate import migrate
+            t0 = time.perf_counter()
+            sim = simulate(SimConfig(visitors=args.visitors, days=args.days, seed=args.seed))
+            items = [orjson.loads(line) for line in sim.lines]
+            n_inc = int(len(items) * args.increment)
+            print(f"simulated {len(items):,} events ({args.visitors:,} visitors x "
+                  f"{args.days} days) in {time.perf_counter() - t0:.1f} s; increment {n_inc:,}")
+            ingest(url, items[: len(items) - n_inc], "base")
 
-        migrate(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("TRUNCATE raw.events, raw.rejected_events")
-            for schema in ("staging", "intermediate", "crm"):
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            target = work / "target"
+            full_s, _ = build(url, target, full_refresh=True)
+            report("full refresh (dbt build --full-refresh)", full_s, target, args.top)
 
-        t0 = time.perf_counter()
-        sim = simulate(SimConfig(visitors=args.visitors, days=args.days, seed=args.seed))
-        items = [orjson.loads(line) for line in sim.lines]
-        n_inc = int(len(items) * args.increment)
-        print(f"simulated {len(items):,} events ({args.visitors:,} visitors x {args.days} days) "
-              f"in {time.perf_counter() - t0:.1f} s; increment {n_inc:,}")
-        ingest(url, items[: len(items) - n_inc], "base")
+            ingest(url, items[len(items) - n_inc:], "increment")
+            inc_s, _ = build(url, target, full_refresh=False)
+            report(f"incremental (dbt build) after +{args.increment:.0%}", inc_s, target,
+                   args.top)
+            # The target is a ratio measured in one run, so a busy machine slows both sides.
+            print(f"RATIO incremental/full_refresh={inc_s / full_s:.3f} "
+                  f"(target <= 0.200) events={len(items):,} full_s={full_s:.1f} inc_s={inc_s:.1f}")
 
-        target = work / "target"
-        full_s, _ = build(url, target, full_refresh=True)
-        report("full refresh (dbt build --full-refresh)", full_s, target, args.top)
+            with psycopg.connect(url) as conn:
+                n_sessions = conn.execute("select count(*) from crm.fct_sessions").fetchone()[0]
+                n_events = conn.execute("select count(*) from staging.stg_events").fetchone()[0]
+            print(f"stg_events {n_events:,} rows, fct_sessions {n_sessions:,} rows "
+                  f"(simulator truth: {sim.truth['sessions'].height:,} sessions)")
 
-        ingest(url, items[len(items) - n_inc:], "increment")
-        inc_s, _ = build(url, target, full_refresh=False)
-        report(f"incremental (dbt build) after +{args.increment:.0%}", inc_s, target,
-               args.top)
-        # The target is a ratio measured in one run, so a busy machine slows both sides.
-        print(f"RATIO incremental/full_refresh={inc_s / full_s:.3f} "
-              f"(target <= 0.200) events={len(items):,} full_s={full_s:.1f} inc_s={inc_s:.1f}")
-
-        with psycopg.connect(url) as conn:
-            n_sessions = conn.execute("select count(*) from crm.fct_sessions").fetchone()[0]
-            n_events = conn.execute("select count(*) from staging.stg_events").fetchone()[0]
-        print(f"stg_events {n_events:,} rows, fct_sessions {n_sessions:,} rows "
-              f"(simulator truth: {sim.truth['sessions'].height:,} sessions)")
-
-        if args.verify and not verify_full_refresh(
-            url, COMPARED, lambda: build(url, target, full_refresh=True)
-        ):
-            sys.exit(1)
+            if args.verify and not verify_full_refresh(
+                url, COMPARED, lambda: build(url, target, full_refresh=True)
+            ):
+                sys.exit(1)
     finally:
-        if server is not None:
-            server.stop(mode="immediate")
         shutil.rmtree(work, ignore_errors=True)
 
 
