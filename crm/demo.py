@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,9 @@ from rich.console import Console
 from rich.table import Table
 
 from crm import keys
-from crm.settings import PROJECT_ROOT
+from crm.demo_log import chatter_to
+from crm.demo_push import Deliveries, PushSetup, push_services, read_deliveries, totals
+from crm.settings import PROJECT_ROOT, state_dir
 
 console = Console()
 
@@ -81,7 +84,9 @@ class DemoSummary:
     segments: dict[tuple[str, str], int] = field(default_factory=dict)
     lifecycle: dict[str, float] = field(default_factory=dict)
     models: list[ModelQuality] = field(default_factory=list)
-    pushes: dict[str, int] | None = None
+    pushes: Deliveries | None = None
+    push_setup: PushSetup | None = None
+    log: Path | None = None
     run_id: str = ""
     run_status: str = ""
     assets_materialised: int = 0
@@ -128,23 +133,35 @@ def running_collector(database_url: str, port: int, *options: str) -> Iterator[s
 @contextmanager
 def _stage(summary: DemoSummary, name: str) -> Iterator[None]:
     started = time.perf_counter()
-    yield
+    try:
+        yield
+    except DemoError as exc:
+        raise DemoError(f"stage {name} failed: {exc}\nthe full log: {summary.log}") from exc
+    except Exception as exc:  # a stage's unexpected error: name the stage and the log
+        traceback.print_exc()  # stderr is the log file here
+        raise DemoError(f"stage {name} failed: {type(exc).__name__}: {exc}\n"
+                        f"the full log (with the traceback): {summary.log}") from exc
     summary.stage_seconds[name] = time.perf_counter() - started
 
 
 def run_demo(database_url: str, visitors: int, days: int, seed: int,
              data_dir: Path = DEFAULT_DATA_DIR, progress: bool = True) -> DemoSummary:
-    """The whole demo on an already migrated database; raises DemoError if a stage fails."""
-    summary = DemoSummary()
+    """The whole demo on an already migrated database; raises DemoError if a stage fails.
+    dbt's, MLflow's and Dagster's output goes to demo.log in the state folder."""
+    summary = DemoSummary(log=state_dir() / "demo.log")
     started = time.perf_counter()
-    with _stage(summary, "traffic"):
-        post_traffic(database_url, visitors, days, seed, summary, progress)
-    with _stage(summary, "imports"):
-        import_real_data(database_url, data_dir, summary)
-    with _stage(summary, "dagster"):
-        materialise_everything(database_url, seed, summary, progress)
-    read_summary(database_url, summary)
-    show_summary(summary)
+    console.print(f"logs of dbt, MLflow and Dagster: {summary.log}")
+    with chatter_to(summary.log, console):
+        with _stage(summary, "traffic"):
+            post_traffic(database_url, visitors, days, seed, summary, progress)
+        with _stage(summary, "imports"):
+            import_real_data(database_url, data_dir, summary)
+        with _stage(summary, "dagster"), push_services(state_dir() / "fake-push") as setup:
+            summary.push_setup = setup
+            console.print(f"push services: {setup.describe()}")
+            materialise_everything(database_url, seed, summary, progress)
+        read_summary(database_url, summary)
+        show_summary(summary)
     console.print(f"\n[bold]demo done in {time.perf_counter() - started:.0f} s[/] ("
                   + ", ".join(f"{k} {v:.0f} s" for k, v in summary.stage_seconds.items()) + ")")
     return summary
@@ -250,8 +267,9 @@ def run_config(seed: int) -> dict[str, Any]:
     from dagster_project.models import MODELS
 
     return {
-        # Progress comes from the event log below; Dagster's own console log only for trouble.
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        # Dagster's console log goes to demo.log (stderr is the log file during the demo);
+        # the terminal's progress comes from the event log below.
+        "loggers": {"console": {"config": {"log_level": "INFO"}}},
         "ops": {"__".join(spec.key.path): {"config": {"seed": seed}} for spec in MODELS},
     }
 
@@ -445,8 +463,19 @@ def read_summary(database_url: str, summary: DemoSummary) -> None:
              "expected_value_12m"), (float(v or 0) for v in row), strict=True))
         has_ledger = conn.execute("SELECT to_regclass('push.deliveries')").fetchone()[0]
         if has_ledger and _has_campaign_assets():
-            summary.pushes = dict(conn.execute(
-                "SELECT status, count(*) FROM push.deliveries GROUP BY 1").fetchall())
+            summary.pushes = read_deliveries(conn)
+
+
+def show_pushes(pushes: Deliveries, setup: PushSetup | None) -> None:
+    total = totals(pushes)
+    console.print("pushes sent (push.deliveries): " + ", ".join(
+        f"{status} {total.get(status, 0):,}" for status in ("sent", "failed", "skipped")))
+    table = Table("provider", "status", "reason", "rows", title="push.deliveries")
+    for (channel, status, reason), n in pushes.items():
+        table.add_row(channel or "(no device)", status, reason or "-", f"{n:,}")
+    console.print(table)
+    if setup is not None:
+        console.print(f"push services: {setup.describe()}")
 
 
 def _fmt(value: float | None) -> str:
@@ -483,8 +512,7 @@ def show_summary(s: DemoSummary) -> None:
                         f"v{q.version}" + (" (new)" if q.promoted else ""))
     console.print(quality)
     if s.pushes is not None:
-        console.print("pushes (push.deliveries): " + ", ".join(
-            f"{status} {s.pushes.get(status, 0):,}" for status in ("sent", "skipped", "failed")))
+        show_pushes(s.pushes, s.push_setup)
     checks = f"{s.checks_passed} checks passed" + (
         f", failed: {', '.join(s.checks_failed)}" if s.checks_failed else "")
     console.print(f"Dagster run {s.run_id}: {s.run_status}, {s.assets_materialised} assets "
