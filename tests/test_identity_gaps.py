@@ -131,3 +131,44 @@ def test_kiosk_with_one_shoppers_login_is_public_by_its_strangers(identity: Iden
     incremental = identity.snapshot()
     identity.transform(full_refresh=True)
     assert identity.snapshot() == incremental
+
+
+def test_anonymous_visitors_merged_are_in_user_id_history(identity: Identity):
+    email = "shared@mail.ru"
+    identity.ingest([
+        ev("page_view", "01 09:00", client_id="a1", page_url="https://shop.example/1"),
+        ev("page_view", "02 09:00", client_id="a2", page_url="https://shop.example/2"),
+        _order("03 09:00", "a2", "O-A2", email=email),  # a2's own e-mail, a person of its own
+    ])
+    identity.transform()
+    a1, a2 = (person_id(f"client_id:{c}") for c in ("a1", "a2"))
+    assert identity.person_of("a2") == {a2}
+    assert identity.scalar("select count(*) from crm.user_id_history") == 0
+
+    identity.ingest([
+        _order("04 09:00", "a1", "O-A1", email=email),  # the same e-mail on a1: one person
+        # a3's very first event carries the e-mail: it never was anyone else
+        _order("05 09:00", "a3", "O-A3", email=email),
+    ])
+    identity.transform()
+    assert identity.person_of("a2") == identity.person_of("a3") == {a1}
+    history = "select old_user_id::text, new_user_id::text, changed_at::text, reason " \
+              "from crm.user_id_history order by changed_at, old_user_id"
+    assert identity.rows(history) == [
+        (a2, a1, "2026-09-04 09:00:00+00", "anonymous_visitors_merged")]
+    # what was keyed on a2's old id (a ledger row, a list) reaches the live person in one hop
+    assert identity.rows(
+        "select u.user_id::text from crm.user_id_history h "
+        "join crm.users u on u.user_id = h.new_user_id where h.old_user_id = %s", a2) == [(a1,)]
+
+    # a1 logs in later: both old ids now lead straight to the account
+    identity.ingest([ev("user_login", "06 09:00", client_id="a1", user_id="ACC")])
+    identity.transform()
+    account = person_id("account:ACC")
+    assert {old: new for old, new, _, _ in identity.rows(history)} == {a1: account, a2: account}
+    assert identity.scalar("select count(*) from crm.user_id_history h left join crm.users u "
+                           "on u.user_id = h.new_user_id where u.user_id is null") == 0
+
+    incremental = identity.snapshot()
+    identity.transform(full_refresh=True)
+    assert identity.snapshot() == incremental
