@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.scratch import scratch_database  # noqa: E402
+
 
 @dataclass
 class Quality:
@@ -132,20 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DBT_QUIET", "true")  # dbt's per-node log would bury the report
 
     from collector.ingest import ingest_items
-    from crm.db.embedded import EmbeddedPostgres
-    from crm.db.migrate import migrate
     from crm.transform import transform
     from simulator import SimConfig, simulate
 
-    server = None
-    tmp = None
-    url = args.database_url
-    if url is None:
-        tmp = tempfile.mkdtemp(prefix="identity-bench-")
-        server = EmbeddedPostgres(Path(tmp) / "pgdata")
-        url = server.start()
-    try:
-        migrate(url)
+    with tempfile.TemporaryDirectory(prefix="identity-bench-") as tmp, \
+            scratch_database(Path(tmp), args.database_url) as url:
         reset_database(url)
         timings: dict[str, float] = {}
         t = time.perf_counter()
@@ -182,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(report, indent=2))
         return 0
-    finally:
-        if server is not None:
-            server.stop(mode="immediate")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.scratch import scratch_database  # noqa: E402
 from crm.importers import ImportPlan, load  # noqa: E402
 from crm.importers.online_retail import online_retail_events  # noqa: E402
 
@@ -155,24 +156,14 @@ def main() -> None:
     if not args.data.is_file():
         raise SystemExit(f"no Online Retail file at {args.data} (use --data PATH)")
 
-    from crm.db.embedded import EmbeddedPostgres
-
     with tempfile.TemporaryDirectory(prefix="crm-online-retail-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         os.environ.setdefault("CRM_DBT_TARGET_PATH", str(Path(tmp) / "dbt-target"))
         os.environ.setdefault("CRM_DBT_LOG_PATH", str(Path(tmp) / "dbt-logs"))
-        server = None
-        url = args.database_url
         t = time.perf_counter()
-        if url is None:
-            server = EmbeddedPostgres(Path(tmp) / "pgdata")
-            url = server.start()
-        print(f"database ready in {time.perf_counter() - t:.1f} s")
-        try:
+        with scratch_database(Path(tmp), args.database_url) as url:
+            print(f"database ready in {time.perf_counter() - t:.1f} s")
             out = run_path(url, args.data, args.invoices, args.seed)
-        finally:
-            if server is not None:
-                server.stop(mode="immediate")
     print(show(out))
 
 
