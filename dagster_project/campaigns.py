@@ -123,6 +123,7 @@ def _campaign_asset(path: Path, campaign: Campaign) -> dg.AssetsDefinition:
         from push.audience import AudienceError
         from push.message import MessageTemplateError
         from push.run import CampaignBusyError, run_campaign
+        from push.stop import RunStopped
 
         try:
             # The file as it is now (a changed message goes out without a reload).
@@ -134,6 +135,12 @@ def _campaign_asset(path: Path, campaign: Campaign) -> dg.AssetsDefinition:
         except (CampaignFileError, AudienceError, MessageTemplateError,
                 CampaignBusyError) as exc:
             raise dg.Failure(description=str(exc)) from None
+        except RunStopped as exc:
+            # the run's termination (SIGINT/SIGTERM to this process) stopped the send
+            # gracefully: what was in flight is settled, the next run sends the rest once
+            raise dg.Failure(description=str(exc), metadata={
+                "sent": exc.sent, "left_planned": exc.left_planned,
+                "in_doubt": exc.in_doubt}) from None
         context.log.info(f"campaign {summary.campaign} run {summary.run_id}: {summary.line()}")
         sample = summary.sample
         return dg.MaterializeResult(metadata={

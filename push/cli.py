@@ -1,13 +1,19 @@
-"""`crm campaign list | run NAME [--dry-run] [--now ISO] | deliver`: campaigns from the terminal."""
+"""`crm campaign list | run NAME [--dry-run] [--now ISO] | deliver`: campaigns from the terminal.
+
+SIGTERM or Ctrl-C stops a run gracefully: `stopped by SIGTERM: N sent, M left planned` and
+the signal's exit status (143, 130); the same command again sends the rest, each once."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from push.stop import RunStopped
 
 campaign_app = typer.Typer(help="Push campaigns (files in campaigns/).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -32,6 +38,14 @@ def _now(value: str | None) -> datetime:
                       "(e.g. 2026-06-01T09:00:00+00:00)")
         raise typer.Exit(2) from None
     return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _stopped(exc: RunStopped) -> NoReturn:
+    """A run stopped by SIGTERM / Ctrl-C: what it sent, what is left, and the signal's status."""
+    if exc.line:
+        print(exc.line)
+    print(str(exc), flush=True)
+    raise typer.Exit(exc.exit_code)
 
 
 @campaign_app.command("list")
@@ -88,6 +102,8 @@ def run_command(
     except (CampaignFileError, AudienceError, MessageTemplateError, CampaignBusyError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
+    except RunStopped as exc:
+        _stopped(exc)
     print(f"campaign {s.campaign} run {s.run_id}{' (dry run: nothing written)' if dry_run else ''}")
     print(f"audience: {s.audience} people, {s.recipients} reachable")
     if s.skips:
@@ -116,6 +132,8 @@ def deliver_command(
     except CampaignBusyError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
+    except RunStopped as exc:
+        _stopped(exc)
     for name, totals in out.items():
         print(f"{name}: sent={totals.get('sent', 0)} failed={totals.get('failed', 0)}")
     sent = sum(t.get("sent", 0) for t in out.values())

@@ -13,11 +13,17 @@ still in their commit. FCM and APNs have no idempotency key, so a request whose 
 arrived cannot be known delivered; a resumed run sends those rows again with the same delivery
 id, which the notification carries as its collapse key (FCM collapse_key/tag, APNs
 apns-collapse-id), so the device shows it once. Every other row goes exactly once.
+
+A stop asked for by a signal (push/stop.py) is different from a kill: no row is claimed after
+it, and the answers of the requests in flight are awaited (up to `drain_timeout`, the
+requests' own timeout) and committed, so nothing is left in doubt and a resumed run sends
+each remaining row exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from datetime import datetime
 from typing import Protocol
@@ -26,6 +32,7 @@ import psycopg
 
 from push.ledger import claim_async, due, settle_many_async
 from push.retries import SendResult
+from push.stop import Stop
 
 
 class Sender(Protocol):
@@ -33,6 +40,9 @@ class Sender(Protocol):
 
 
 DEFAULT_WINDOW = 64
+# how long a stopped run waits for the answers in flight: the senders' request timeout and
+# a little more for the last commit
+DRAIN_TIMEOUT = 12.0
 INVALIDATE = """INSERT INTO push.token_invalidations (push_token, service, reason, delivery_id)
                 VALUES (%s, %s, %s, %s) ON CONFLICT (push_token) DO NOTHING"""
 
@@ -59,12 +69,21 @@ async def deliver(
     now: datetime,
     senders: dict[str, Sender],
     window: int | None = None,
+    stop: Stop | None = None,
+    drain_timeout: float = DRAIN_TIMEOUT,
 ) -> dict[str, int]:
     """Send the run's due rows; returns how many were sent and failed by this call.
 
     `window` (default: the largest `concurrency` among the senders, else 64) caps the rows
-    claimed and not yet settled, so claimed rows are the requests in flight, not a queue."""
+    claimed and not yet settled, so claimed rows are the requests in flight, not a queue.
+    Once `stop` has a signal no row is claimed; the answers in flight are awaited for up to
+    `drain_timeout` seconds and committed (a second signal, or the timeout, gives up on the
+    rest: they stay claimed and 'planned', in doubt as after a kill)."""
     totals = {"sent": 0, "failed": 0}
+    stopping = stop.event() if stop else asyncio.Event()
+    forced = stop.event(2) if stop else asyncio.Event()
+    if stopping.is_set():
+        return totals
     rows = deque(due(conn, campaign, run_id, now))
     if not rows:
         return totals
@@ -109,11 +128,13 @@ async def deliver(
             freed.set()
 
     claims, settles = await _connect(conn), await _connect(conn)
+    waking = asyncio.create_task(stopping.wait())
+    waking.add_done_callback(lambda _task: freed.set())  # a stop wakes the claiming loop
     try:
         settling = asyncio.create_task(settler(settles))
-        settling.add_done_callback(lambda _task: freed.set())  # a failed settler wakes us
+        settling.add_done_callback(lambda _task: freed.set())  # so does a failed settler
         while rows:
-            if settling.done():  # the settle connection failed: stop claiming
+            if settling.done() or stopping.is_set():  # settle connection failed, or a stop
                 break
             if not free:
                 freed.clear()
@@ -131,8 +152,23 @@ async def deliver(
                     free += 1
         claiming = False
         answered.set()
-        await settling
+        if stopping.is_set():
+            # wait for the answers in flight, bounded; a second signal gives up at once
+            giving_up = asyncio.create_task(forced.wait())
+            await asyncio.wait({settling, giving_up}, timeout=drain_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            giving_up.cancel()
+            if not settling.done():  # the rest stay claimed and planned: in doubt
+                totals["in_doubt"] = window - free
+                settling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await settling
+            else:
+                settling.result()  # a failed settle connection is an error here too
+        else:
+            await settling
     finally:
+        waking.cancel()
         for task in tasks:
             task.cancel()
         await claims.close()

@@ -72,6 +72,13 @@ class FakeApnsState:
     # token -> "unregistered" | "bad_token" | "429:<seconds>" | "500"; "429"/"500" fail once
     failures: dict[str, str] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
+    delay: float = 0.0  # seconds each answer waits (a congested service: requests in flight)
+    # a connection's end after this many requests on it: "goaway" answers them and sends
+    # GOAWAY naming the last one (later streams are refused, unprocessed); "drop" closes the
+    # TCP connection at once, leaving the unanswered ones without an answer
+    end_after: int | None = None
+    end_how: str = "goaway"
+    connections: int = 0  # connections accepted
     provider_tokens: list[str] = field(default_factory=list)  # distinct JWTs, in order seen
     # a verified token's claims (or its error), so a token is checked once, not per request
     _verified: dict[str, dict | str] = field(default_factory=dict, repr=False)
@@ -137,9 +144,13 @@ class _H2Protocol(asyncio.Protocol):
         # what limits a throughput measurement
         self.conn = fast_connection(client_side=False, validate_inbound=False)
         self.streams: dict[int, tuple[dict[str, str], bytearray]] = {}
+        self.pending: set[int] = set()  # complete requests not yet answered
+        self.requests = 0
+        self.last_stream: int | None = None  # set once this side sent GOAWAY
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.state.connections += 1
         self.conn.initiate_connection()
         self.transport.write(self.conn.data_to_send())
 
@@ -159,17 +170,45 @@ class _H2Protocol(asyncio.Protocol):
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
                 headers, body = self.streams.pop(event.stream_id)
-                status, answer, extra = self.state.answer(headers, bytes(body))
-                out = json.dumps(answer).encode() if answer else b""
-                self.conn.send_headers(event.stream_id, [
-                    (b":status", b"%d" % status), (b"content-length", b"%d" % len(out)),
-                    *((k.encode(), v.encode()) for k, v in extra.items())],
-                    end_stream=not out)
-                if out:
-                    self.conn.send_data(event.stream_id, out, end_stream=True)
+                if self.last_stream is not None and event.stream_id > self.last_stream:
+                    continue  # after our GOAWAY: refused, never processed
+                self.requests += 1
+                self.pending.add(event.stream_id)
+                if self.state.end_after is not None and self.requests >= self.state.end_after:
+                    if self.state.end_how == "drop":
+                        self.transport.close()  # nothing pending gets an answer
+                        return
+                    self.last_stream = event.stream_id
+                    self.conn.close_connection(last_stream_id=event.stream_id)
+                if self.state.delay:
+                    asyncio.get_running_loop().call_later(
+                        self.state.delay, self._answer, event.stream_id, headers, bytes(body))
+                else:
+                    self._answer(event.stream_id, headers, bytes(body), write=False)
             elif isinstance(event, h2.events.StreamReset):
                 self.streams.pop(event.stream_id, None)
-        self.transport.write(self.conn.data_to_send())
+                self.pending.discard(event.stream_id)
+        if not self.transport.is_closing():
+            self.transport.write(self.conn.data_to_send())
+
+    def _answer(self, stream_id: int, headers: dict[str, str], body: bytes,
+                write: bool = True) -> None:
+        if stream_id not in self.pending or self.transport.is_closing():
+            return  # reset by the client, or the connection is gone
+        self.pending.discard(stream_id)
+        status, answer, extra = self.state.answer(headers, body)
+        out = json.dumps(answer).encode() if answer else b""
+        self.conn.send_headers(stream_id, [
+            (b":status", b"%d" % status), (b"content-length", b"%d" % len(out)),
+            *((k.encode(), v.encode()) for k, v in extra.items())],
+            end_stream=not out)
+        if out:
+            self.conn.send_data(stream_id, out, end_stream=True)
+        if write:
+            self.transport.write(self.conn.data_to_send())
+        if self.last_stream is not None and not self.pending:
+            self.transport.write(self.conn.data_to_send())
+            self.transport.close()  # GOAWAY sent and every stream up to it answered
 
 
 class FakeApns:

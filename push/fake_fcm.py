@@ -6,6 +6,7 @@ handling of dead tokens and throttling is exercised over real HTTP. Never a prod
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -23,6 +24,7 @@ class FakeFcmState:
     failures: dict[str, str] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
     attempts: dict[str, int] = field(default_factory=dict)
+    delay: float = 0.0  # seconds every send waits before its answer (a congested service)
 
 
 def _error(status: int, code: str, message: str, extra: dict | None = None) -> JSONResponse:
@@ -51,6 +53,8 @@ def create_app(state: FakeFcmState) -> Starlette:
         if auth.removeprefix("Bearer ") not in state.tokens:
             return _error(401, "UNAUTHENTICATED", "missing or unknown bearer token")
         body = await request.json()
+        if state.delay:
+            await asyncio.sleep(state.delay)
         device = body.get("message", {}).get("token", "")
         state.attempts[device] = state.attempts.get(device, 0) + 1
         mode = state.failures.get(device)

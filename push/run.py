@@ -29,6 +29,7 @@ from push.campaign import (
 from push.deliver import Sender, deliver
 from push.ledger import plan
 from push.planner import plan_campaign
+from push.stop import RunStopped, Stop, stop_on_signals
 
 
 class CampaignBusyError(RuntimeError):
@@ -145,7 +146,8 @@ def open_runs(conn: psycopg.Connection, campaign: str) -> list[str]:
 
 
 async def _deliver_all(conn: psycopg.Connection, campaigns: list[str], now: datetime,
-                       senders: Mapping[str, Sender] | None) -> dict[str, dict[str, int]]:
+                       senders: Mapping[str, Sender] | None, stop: Stop | None = None
+                       ) -> dict[str, dict[str, int]]:
     """Deliver the due rows of every open run of each campaign, in one event loop (a sender's
     connection pool belongs to the loop it was first used in)."""
     active = dict(default_senders() if senders is None else senders)
@@ -154,7 +156,8 @@ async def _deliver_all(conn: psycopg.Connection, campaigns: list[str], now: date
         for campaign in campaigns:
             totals = out.setdefault(campaign, {"sent": 0, "failed": 0})
             for run_id in open_runs(conn, campaign):
-                for k, v in (await deliver(conn, campaign, run_id, now, active)).items():
+                sent = await deliver(conn, campaign, run_id, now, active, stop=stop)
+                for k, v in sent.items():
                     totals[k] = totals.get(k, 0) + v
     finally:
         # a sender's connections belong to this event loop: close them with it (FcmSender
@@ -164,6 +167,17 @@ async def _deliver_all(conn: psycopg.Connection, campaigns: list[str], now: date
             if close:
                 await close()
     return out
+
+
+def _stopped(conn: psycopg.Connection, stop: Stop, campaigns: list[str],
+             totals: Mapping[str, int], line: str = "") -> RunStopped:
+    """The error a stopped run ends with: what it sent and the campaigns' rows left planned."""
+    left = conn.execute(
+        "SELECT count(*) FROM push.deliveries WHERE campaign = ANY(%s) AND status = 'planned'",
+        (campaigns,),
+    ).fetchone()[0]
+    assert stop.signum is not None
+    return RunStopped(stop.signum, totals.get("sent", 0), left, totals.get("in_doubt", 0), line)
 
 
 def _lock(conn: psycopg.Connection, campaign: str) -> None:
@@ -187,14 +201,17 @@ def run_campaign(
 
     `now` (aware) defaults to the clock; `senders` maps 'fcm' / 'apns' to a sender (default:
     from the environment, see default_senders); `people` narrows the audience to given
-    persons (a trigger's); a dry run writes nothing and sends nothing."""
+    persons (a trigger's); a dry run writes nothing and sends nothing.
+
+    SIGTERM or SIGINT during the run stops it gracefully (push/stop.py): nothing more is
+    claimed, the answers in flight are committed, and RunStopped is raised with the counts."""
     camp = resolve(campaign)
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (e.g. 2026-06-01T09:00:00+00:00)")
     run_id = run_id or default_run_id(camp, now)
     summary = RunSummary(camp.name, run_id, dry_run)
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with stop_on_signals() as stop, psycopg.connect(database_url, autocommit=True) as conn:
         if not dry_run:
             _lock(conn, camp.name)
         people = trigger_people(conn, camp, now, people)
@@ -216,7 +233,7 @@ def run_campaign(
         before = _status_counts(conn, camp.name)
         summary.planned_new = plan(conn, camp.name, run_id, planned.rows)
         cancel_bought(conn, camp, now)  # this run's rows and older ones still waiting
-        totals = asyncio.run(_deliver_all(conn, [camp.name], now, senders))[camp.name]
+        totals = asyncio.run(_deliver_all(conn, [camp.name], now, senders, stop))[camp.name]
         after = _status_counts(conn, camp.name)
         summary.sent = totals.get("sent", 0)
         summary.failed = totals.get("failed", 0)
@@ -228,6 +245,8 @@ def run_campaign(
                WHERE campaign = %s AND status = 'planned' AND send_at > %s""",
             (camp.name, now),
         ).fetchone()[0]
+        if stop.signum is not None:
+            raise _stopped(conn, stop, [camp.name], totals, summary.line())
     return summary
 
 
@@ -250,7 +269,7 @@ def deliver_due(
 ) -> dict[str, dict[str, int]]:
     """Send every campaign's rows that have come due since their run planned them."""
     now = now or datetime.now(UTC)
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with stop_on_signals() as stop, psycopg.connect(database_url, autocommit=True) as conn:
         names = [r[0] for r in conn.execute(
             "SELECT DISTINCT campaign FROM push.deliveries WHERE status = 'planned' ORDER BY 1"
         )]
@@ -258,4 +277,9 @@ def deliver_due(
             _lock(conn, name)
         for camp in _triggered(names):
             cancel_bought(conn, camp, now)
-        return asyncio.run(_deliver_all(conn, names, now, senders))
+        out = asyncio.run(_deliver_all(conn, names, now, senders, stop))
+        if stop.signum is not None:
+            totals = {"sent": sum(t.get("sent", 0) for t in out.values()),
+                      "in_doubt": sum(t.get("in_doubt", 0) for t in out.values())}
+            raise _stopped(conn, stop, names, totals)
+        return out
