@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -249,17 +250,17 @@ class _Worker:
     @classmethod
     def load(cls, piece: _Piece) -> IngestSummary:
         assert cls.runner is not None and cls.writer is not None
-        # A piece is tens of thousands of fresh dicts and models, none of them in a reference
-        # cycle: the cyclic collector, run every few hundred allocations, would walk them over
-        # and over (almost half of the validation time, measured). Reference counting frees
-        # them; the collector runs again between pieces.
+        # A piece is tens of thousands of fresh dicts, models and rows, none of them in a
+        # reference cycle: the cyclic collector, run every few hundred allocations, would walk
+        # them over and over (almost half of the validation time, measured). Reference
+        # counting frees them; the collector runs again between pieces.
         gc.disable()
         try:
             events, rejections = _validate(_parse(piece), piece.first_index)
+            sub = Submission(events, rejections, cls.source, dt.datetime.now(dt.UTC))
+            cls.runner.run(_store(cls.writer, sub))
         finally:
             gc.enable()
-        sub = Submission(events, rejections, cls.source, dt.datetime.now(dt.UTC))
-        cls.runner.run(_store(cls.writer, sub))
         summary = _summary(events, rejections, sub.refused)
         for r in summary.examples:
             r.item = None  # only the index and the errors are shown; spare the pickling
@@ -345,6 +346,7 @@ def ingest_file(
         with Progress(
             TextColumn(f"[bold]{file.name}[/]"), BarColumn(), DownloadColumn(),
             TransferSpeedColumn(), TimeElapsedColumn(), transient=True,
+            console=Console(stderr=True),  # stdout keeps only the counts, for scripts
         ) as bar:
             task = bar.add_task("read", total=file.stat().st_size)
             # Bytes of the file on disk stored so far (compressed bytes for a gzip file).

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -58,6 +59,10 @@ STORED_EARLIER_SQL = (
 # SQLSTATE classes that say the server, not the data, is the problem: connection exceptions,
 # insufficient resources (memory, disk, lock table, connections), operator intervention.
 SERVER_STATES = ("08", "53", "57")
+# A transaction PostgreSQL rolled back to break a deadlock is written again, whole, not
+# isolated as if its rows were at fault (they are not).
+RETRIED = (errors.DeadlockDetected, errors.SerializationFailure)
+DEADLOCK_RETRIES = 5
 
 
 def scope_of(source: str) -> str:
@@ -175,13 +180,25 @@ async def prepare(conn: psycopg.AsyncConnection) -> None:
 async def write(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> int:
     """Store one flush in one transaction, isolating rows PostgreSQL refuses (see module doc).
     Returns the number of new events stored. Raises only for server failures."""
+    for attempt in range(DEADLOCK_RETRIES):
+        try:
+            return await _write(conn, subs)
+        except RETRIED:
+            # PostgreSQL undid the whole transaction to break a cycle of waits: nothing of it
+            # is stored, and the same flush again is a new, ordinary attempt.
+            if attempt == DEADLOCK_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _write(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> int:
     try:
         async with conn.transaction():
             stored = await _store_events(conn, subs)
             await _store_rejections(conn, subs)
         return stored
     except psycopg.Error as exc:
-        if server_failure(exc, conn):
+        if server_failure(exc, conn) or isinstance(exc, RETRIED):
             raise
     metrics.ISOLATED_FLUSHES.inc()
     if len(subs) > 1:  # find the request at fault: each on its own
@@ -202,7 +219,7 @@ async def _bisect(
         async with conn.transaction():  # a savepoint: a failure undoes only this part
             return await _store_events(conn, [dataclasses.replace(sub, events=events)]), []
     except psycopg.Error as exc:
-        if server_failure(exc, conn):
+        if server_failure(exc, conn) or isinstance(exc, RETRIED):
             raise
         if len(events) == 1:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -222,7 +239,7 @@ async def _store_events(conn: psycopg.AsyncConnection, subs: Sequence[Submission
         day_began = dt.datetime.combine(day, dt.time(), dt.UTC) + CLOCK_SKEW
         first = len(rows)
         rows += [_event_row(e, s, day) for e in s.events]
-        keys += [(e.event_id, scope) for e in s.events]
+        keys += [(e.event_id.int, scope) for e in s.events]
         late += [first + i for i, e in enumerate(s.events) if e.event_ts < day_began]
     if late:
         stored = await _stored_earlier(conn, [keys[i] for i in late], min(received_days(subs)))
@@ -230,6 +247,9 @@ async def _store_events(conn: psycopg.AsyncConnection, subs: Sequence[Submission
             rows = [row for row, key in zip(rows, keys, strict=True) if key not in stored]
     if not rows:
         return 0
+    # In key order, so two writers that meet on the same new events (a file's pieces loaded
+    # side by side, two collector lanes) wait on each other in one direction, never in a cycle.
+    rows.sort(key=_row_key)
     try:
         async with conn.transaction():  # a savepoint: a retry only undoes this COPY
             await _copy_events(conn, "raw.events", rows)
@@ -239,26 +259,33 @@ async def _store_events(conn: psycopg.AsyncConnection, subs: Sequence[Submission
     await _copy_events(conn, "incoming_events", rows)
     cur = await conn.execute(
         f"INSERT INTO raw.events ({EVENT_COLUMNS}) "
-        f"SELECT {EVENT_COLUMNS} FROM incoming_events ON CONFLICT DO NOTHING"
+        f"SELECT {EVENT_COLUMNS} FROM incoming_events ORDER BY event_id ON CONFLICT DO NOTHING"
     )
     await conn.execute("DELETE FROM incoming_events")
     return cur.rowcount
 
 
+def _row_key(row: tuple) -> int:
+    return row[0].int  # the order of PostgreSQL's uuid (its 16 bytes, big-endian)
+
+
 def _without_repeats(subs: Sequence[Submission]) -> Sequence[Submission]:
     """An event met twice in one flush (two requests, or one file chunk) is stored once.
-    Checked in one set first: repeats are rare."""
-    keys = [(e.event_id, scope_of(s.source)) for s in subs for e in s.events]
+    Checked in one set first: repeats are rare. Keys are the ids' integers: hashing a UUID
+    is a Python call, hashing its int is not."""
+    keys = [(e.event_id.int, scope_of(s.source)) for s in subs for e in s.events]
     if len(set(keys)) == len(keys):
         return subs
     seen: set[tuple] = set()
     out = []
+    position = 0
     for s in subs:
-        scope = scope_of(s.source)
         kept = []
         for e in s.events:
-            if (e.event_id, scope) not in seen:
-                seen.add((e.event_id, scope))
+            key = keys[position]
+            position += 1
+            if key not in seen:
+                seen.add(key)
                 kept.append(e)
         out.append(dataclasses.replace(s, events=kept))
     return out
@@ -267,12 +294,14 @@ def _without_repeats(subs: Sequence[Submission]) -> Sequence[Submission]:
 async def _stored_earlier(
     conn: psycopg.AsyncConnection, keys: list[tuple], day: dt.date
 ) -> set[tuple]:
-    """Which of `keys` were received in the `LOOKBACK_DAYS` days before `day`."""
+    """Which of `keys` ((id as int, scope)) were received in the `LOOKBACK_DAYS` days before
+    `day`."""
     cur = await conn.execute(
         STORED_EARLIER_SQL,
-        ([k[0] for k in keys], [k[1] for k in keys], day - dt.timedelta(days=LOOKBACK_DAYS), day),
+        ([uuid.UUID(int=k[0]) for k in keys], [k[1] for k in keys],
+         day - dt.timedelta(days=LOOKBACK_DAYS), day),
     )
-    return set(await cur.fetchall())
+    return {(event_id.int, scope) for event_id, scope in await cur.fetchall()}
 
 
 async def _store_rejections(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> None:
