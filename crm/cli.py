@@ -211,8 +211,8 @@ def demo(
 
     try:
         run_demo(_migrated_url(), visitors, days, seed, data or DEFAULT_DATA_DIR)
-    except DemoError as exc:
-        console.print(f"[red]{exc}[/]")
+    except DemoError as exc:  # the message names the stage, its cause and the log file
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
 
 
