@@ -469,7 +469,8 @@ def read_summary(database_url: str, summary: DemoSummary) -> None:
 def show_pushes(pushes: Deliveries, setup: PushSetup | None) -> None:
     total = totals(pushes)
     console.print("pushes sent (push.deliveries): " + ", ".join(
-        f"{status} {total.get(status, 0):,}" for status in ("sent", "failed", "skipped")))
+        f"{status} {total.get(status, 0):,}" for status in ("sent", "failed", "skipped"))
+        + f"; planned {total.get('planned', 0):,} (due later, in each person's send window)")
     table = Table("provider", "status", "reason", "rows", title="push.deliveries")
     for (channel, status, reason), n in pushes.items():
         table.add_row(channel or "(no device)", status, reason or "-", f"{n:,}")

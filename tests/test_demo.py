@@ -42,11 +42,14 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
                    capture_output=True, timeout=60)
 
 
-def _demo(env: dict[str, str]) -> str:
-    done = subprocess.run(
+def _run(env: dict[str, str], data: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "crm", "demo", "--visitors", "150", "--days", "5",
-         "--data", str(Path(env["CRM_STATE_DIR"]).parent / "data")],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+         "--data", str(data)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _demo(env: dict[str, str]) -> str:
+    done = _run(env, Path(env["CRM_STATE_DIR"]).parent / "data")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -93,8 +96,8 @@ def check_summary(out: str, conn: psycopg.Connection) -> None:
     assert {(ch, st, r): _n(n) for ch, st, r, n in _rows(out, "push.deliveries", 4)
             } == deliveries
     totals = re.search(r"pushes sent \(push.deliveries\): sent ([\d,]+), failed ([\d,]+), "
-                       r"skipped ([\d,]+)", out)
-    for status, printed_total in zip(("sent", "failed", "skipped"), totals.groups(),
+                       r"skipped ([\d,]+); planned ([\d,]+)", out)
+    for status, printed_total in zip(("sent", "failed", "skipped", "planned"), totals.groups(),
                                      strict=True):
         assert _n(printed_total) == sum(n for (_, st, _), n in deliveries.items()
                                         if st == status)
@@ -125,3 +128,13 @@ def test_demo_summary_matches_the_database_and_a_second_run_reuses(
     with psycopg.connect(_url(demo_env)) as conn:
         check_summary(second, conn)
         assert conn.execute("SELECT count(*) FROM raw.events").fetchone()[0] == stored
+
+
+def test_a_failing_stage_names_itself_its_cause_and_the_log(
+        demo_env: dict[str, str], tmp_path: Path) -> None:
+    done = _run(demo_env, tmp_path)  # a data folder without the data sets
+    assert done.returncode == 1
+    log = Path(demo_env["CRM_STATE_DIR"]) / "demo.log"
+    error = " ".join(done.stderr.split())
+    assert f"stage imports failed: online-retail: {tmp_path / DATA[0]} not found" in error
+    assert f"the full log: {log}" in error
