@@ -212,21 +212,31 @@ def _pieces(stream: BinaryIO, size: int = PIECE_BYTES) -> Iterator[_Piece]:
         yield piece
 
 
+# Lines looked at together for numbers orjson would alter (see jsonparse): the look costs
+# a call per block, not per line, and only a block that has one is parsed line by line.
+SUSPECT_BLOCK = 32
+
+
 def _parse(piece: _Piece) -> list[Any]:
     lines = piece.data.split(b"\n")
     if piece.data.endswith(b"\n"):
         lines.pop()
     # orjson alone is exact unless the text holds a long digit run or a big negative exponent
-    # (see jsonparse); one look at the whole piece spares that look on every line.
-    loads = jsonparse.loads if jsonparse._suspect(piece.data) else orjson.loads
+    # (jsonparse): one look at the whole piece, then at blocks of lines, spares that look on
+    # every line (a line break stands before a number as the start of a text does).
+    suspect = jsonparse._suspect(piece.data)
     out: list[Any] = []
-    for n, line in enumerate(lines, start=piece.first_line):
-        if not line.strip():
-            continue
-        try:
-            out.append(loads(line))
-        except ValueError as exc:  # orjson.JSONDecodeError, or nesting too deep
-            out.append(_NotJson(n, line.rstrip(b"\r"), str(exc)))
+    fast = orjson.loads
+    for start in range(0, len(lines), SUSPECT_BLOCK):
+        block = lines[start : start + SUSPECT_BLOCK]
+        loads = jsonparse.loads if suspect and jsonparse._suspect(b"\n".join(block)) else fast
+        for n, line in enumerate(block, start=piece.first_line + start):
+            if not line.strip():
+                continue
+            try:
+                out.append(loads(line))
+            except ValueError as exc:  # orjson.JSONDecodeError, or nesting too deep
+                out.append(_NotJson(n, line.rstrip(b"\r"), str(exc)))
     return out
 
 
