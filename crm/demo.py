@@ -151,14 +151,14 @@ def run_demo(database_url: str, visitors: int, days: int, seed: int,
     summary = DemoSummary(log=state_dir() / "demo.log")
     started = time.perf_counter()
     console.print(f"logs of dbt, MLflow and Dagster: {summary.log}")
-    with chatter_to(summary.log, console):
+    with chatter_to(summary.log, console), push_services(state_dir() / "fake-push") as setup:
+        summary.push_setup = setup
+        console.print(f"push services: {setup.describe()}")
         with _stage(summary, "traffic"):
             post_traffic(database_url, visitors, days, seed, summary, progress)
         with _stage(summary, "imports"):
             import_real_data(database_url, data_dir, summary)
-        with _stage(summary, "dagster"), push_services(state_dir() / "fake-push") as setup:
-            summary.push_setup = setup
-            console.print(f"push services: {setup.describe()}")
+        with _stage(summary, "dagster"):
             materialise_everything(database_url, seed, summary, progress)
         read_summary(database_url, summary)
         show_summary(summary)
