@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import http.server
-import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -21,6 +18,7 @@ from collector.validation import validate_events
 from simulator import SimConfig, simulate
 from simulator.output import post_lines, write_jsonl
 from simulator.truth import truth_dir_for, write_truth_files
+from tests.recording_collector import Request, recording_collector
 
 SMALL = SimConfig(visitors=400, days=14, seed=7)
 
@@ -207,55 +205,28 @@ def test_posting_to_a_collector_stores_valid_events_once_and_writes_sim_schema(
         assert n_people == 60
 
 
-class _RecordingCollector(http.server.BaseHTTPRequestHandler):
-    """Answers the first POST with 503 + Retry-After: 0, the others with 202; keeps every
-    request's headers and raw body for the test to decode."""
-
-    requests: list[tuple[dict[str, str], bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        if len(self.requests) == 1:
-            self.send_response(503)
-            self.send_header("Retry-After", "0")
-            answer = b'{"error":"retry"}'
-        else:
-            self.send_response(202)
-            # the events are not decoded here: a body that is not gzip still gets its 202,
-            # and the test's own decoding below is what fails
-            answer = b'{"accepted":1,"rejected":[{"index":0,"errors":["x"]}]}'
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+def _retry_then_accept(request: Request, n: int) -> tuple[int, dict[str, str], bytes]:
+    """The first POST gets 503 + Retry-After: 0, the others 202. The events are not decoded
+    here: a body that is not gzip still gets its 202, and the test's own decoding fails."""
+    if n == 1:
+        return 503, {"Retry-After": "0"}, b'{"error":"retry"}'
+    return 202, {}, b'{"accepted":1,"rejected":[{"index":0,"errors":["x"]}]}'
 
 
 def test_post_lines_sends_gzip_json_batches_and_retries_a_503() -> None:
     lines = simulate(SimConfig(visitors=20, days=2, seed=5)).lines.to_list()
-    handler = type("Handler", (_RecordingCollector,), {"requests": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        accepted, rejected = post_lines(lines, f"http://127.0.0.1:{server.server_address[1]}/",
-                                        "wk_test", batch_size=100, concurrency=1,
-                                        progress=False)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with recording_collector(_retry_then_accept) as (url, requests):
+        accepted, rejected = post_lines(lines, url + "/", "wk_test", batch_size=100,
+                                        concurrency=1, progress=False)
 
     batches = -(-len(lines) // 100)
-    assert len(lines) > 300 and len(handler.requests) == batches + 1  # one resent after 503
+    assert len(lines) > 300 and len(requests) == batches + 1  # one resent after 503
     assert (accepted, rejected) == (batches, batches)  # summed from the 202 answers
-    for headers, _ in handler.requests:
+    for headers, _ in requests:
         assert headers["x-write-key"] == "wk_test"
         assert headers["content-encoding"] == "gzip"
         assert headers["content-type"] == "application/json"
-    bodies = [body for _, body in handler.requests]
+    bodies = [body for _, body in requests]
     assert bodies[0] == bodies[1], "the refused batch is resent unchanged"
     sent = [event for body in bodies[1:] for event in orjson.loads(gzip.decompress(body))["batch"]]
     assert sent == [orjson.loads(line) for line in lines]  # every line once, in order

@@ -4,14 +4,11 @@ up, bounded memory, and `crm simulate` (file and collector) on that path."""
 from __future__ import annotations
 
 import gzip
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import orjson
 import polars as pl
@@ -22,6 +19,7 @@ from typer.testing import CliRunner
 from simulator import SimConfig, run_id_for, simulate, simulate_chunks
 from simulator.run import post_run, write_files
 from simulator.truth import TRUTH_TABLES, truth_dir_for
+from tests.recording_collector import Request, recording_collector
 
 CFG = SimConfig(visitors=60, days=7, seed=3)
 # Posted with its own seed: raw.events is shared by the session's tests, and another test
@@ -153,41 +151,20 @@ def test_posting_streams_every_line_in_order_and_the_truth_to_schema_sim(
     assert stored == (n_valid, n_valid)  # retries and the second post stored once
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    """Keeps every batch it is sent and accepts all of it."""
-
-    bodies: list[list[bytes]]
-
-    def do_POST(self) -> None:
-        body = gzip.decompress(self.rfile.read(int(self.headers["Content-Length"])))
-        batch = orjson.loads(body)["batch"]
-        self.bodies.append([orjson.dumps(e) for e in batch])
-        answer = orjson.dumps({"accepted": len(batch)})
-        self.send_response(202)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+def _accept_all(request: Request, n: int) -> tuple[int, dict[str, str], bytes]:
+    batch = orjson.loads(gzip.decompress(request[1]))["batch"]
+    return 202, {}, orjson.dumps({"accepted": len(batch)})
 
 
 def test_posting_with_one_worker_sends_the_whole_stream_in_order(
     database_url: str,
 ) -> None:
-    handler = type("Handler", (_Recorder,), {"bodies": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with recording_collector(_accept_all) as (url, requests):
         result = post_run(POSTED, url, "wk", database_url, chunk_visitors=11, batch_size=300,
                           concurrency=1, progress=False)
-    finally:
-        server.shutdown()
-        server.server_close()
     lines = simulate(POSTED).lines.to_list()
-    sent = [e for batch in handler.bodies for e in batch]
+    sent = [orjson.dumps(e) for _, body in requests
+            for e in orjson.loads(gzip.decompress(body))["batch"]]
     assert sent == [orjson.dumps(orjson.loads(line)) for line in lines]
     assert result.lines == result.accepted == len(lines)
 
