@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from collector.ingest import ingest_file, ingest_stream
-from tests.events import batch
+from tests.events import batch, page_view
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,3 +107,61 @@ def test_memory_stays_bounded_for_a_file_many_pieces_long(tmp_path, database_url
     # it would be more than that in bytes alone), and a worker holds one piece at a time.
     assert growth_kb * 1024 < size / 2, (growth_kb, size)
     assert worker_peak_kb * 1024 < 150 << 20, worker_peak_kb
+
+
+def test_a_deadlocked_write_is_written_again_not_rejected(database_url, clean_raw):
+    """Another writer takes the same two new events in the opposite order: PostgreSQL breaks
+    the cycle by rolling our transaction back; the flush is written again, nothing refused."""
+    import asyncio
+    import datetime as dt
+    import threading
+    import uuid
+
+    import psycopg
+
+    from collector import storage
+    from collector.storage import Submission
+    from collector.validation import validate_events
+
+    low, high = uuid.UUID(int=1 << 120), uuid.UUID(int=2 << 120)
+    received = dt.datetime.now(dt.UTC)
+    events, _ = validate_events([page_view(event_id=str(k)) for k in (high, low)], received)
+    sub = Submission(events, [], "ingest:deadlock", received)
+    day = received.date()
+    clean_raw.execute("SELECT raw.ensure_event_partitions(%s, %s)", (day, day))
+    clean_raw.commit()
+
+    insert = ("INSERT INTO raw.events (event_id, event_type, event_ts, received_at, source, "
+              "payload, received_day) VALUES (%s, 'page_view', now(), now(), 'ingest:other', "
+              "'{}', %s)")
+    other = psycopg.connect(database_url)
+    other.execute("SET deadlock_timeout = '20s'")  # we, not the other writer, see the cycle
+    other.execute(insert, (high, day))  # holds `high`, uncommitted
+
+    def take_low_then_commit() -> None:
+        import time
+
+        time.sleep(0.3)  # our write holds `low` and waits on `high` by now
+        other.execute(insert, (low, day))  # waits on us: a cycle
+        other.commit()
+
+    thread = threading.Thread(target=take_low_then_commit)
+
+    async def ours() -> int:
+        conn = await psycopg.AsyncConnection.connect(database_url)
+        await conn.execute("SET deadlock_timeout = '1s'")
+        await storage.prepare(conn)
+        thread.start()
+        try:
+            return await storage.write(conn, [sub])
+        finally:
+            await conn.close()
+
+    stored = asyncio.run(ours())
+    thread.join()
+    other.close()
+    assert not sub.refused, [r.errors for r in sub.refused]
+    assert stored == 0  # the other writer committed both first; ours found them stored
+    assert clean_raw.execute(
+        "SELECT count(*) FROM raw.events WHERE event_id IN (%s, %s)", (low, high)
+    ).fetchone()[0] == 2
