@@ -308,8 +308,9 @@ def materialise_everything(database_url: str, seed: int, summary: DemoSummary,
     summary.run_status = run.status.value if run else "UNKNOWN"
     _read_run(instance, run_id, summary)
     if not result.success:
-        failures = [e.message for e in result.all_events if e.is_failure]
-        raise DemoError(f"Dagster run {run_id} failed: " + "; ".join(failures))
+        failures = [_failure(e) for e in result.all_events if e.is_step_failure]
+        raise DemoError(f"Dagster run {run_id} failed: " + "; ".join(
+            failures or [e.message for e in result.all_events if e.is_failure]))
     kept = [q.model for q in summary.models
             if not q.promoted and champions_before.get(q.model) == q.version]
     if kept:
@@ -317,6 +318,19 @@ def materialise_everything(database_url: str, seed: int, summary: DemoSummary,
                               + ", ".join(f"{m} v{champions_before[m]}" for m in kept))
     if earlier:
         summary.reused.append(f"Dagster instance: this is run {earlier + 1} of {JOB_NAME}")
+
+
+def _failure(event: Any) -> str:
+    """A failed step and the error that started it (Dagster wraps it in its own)."""
+    error = event.step_failure_data.error if event.step_failure_data else None
+    if error is None:
+        return f"step {event.step_key}: {event.message}"
+    while error.cause is not None:
+        error = error.cause
+    message = error.message.strip()  # usually "ClassName: text" already
+    if error.cls_name and not message.startswith(error.cls_name):
+        message = f"{error.cls_name}: {message}"
+    return f"step {event.step_key}: {message}"
 
 
 class _ProgressWatcher(threading.Thread):

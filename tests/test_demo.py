@@ -147,3 +147,22 @@ def test_a_failing_stage_names_itself_its_cause_and_the_log(
     error = " ".join(done.stderr.split())
     assert f"stage imports failed: online-retail: {tmp_path / DATA[0]} not found" in error
     assert f"the full log: {log}" in error
+
+
+def test_a_failed_dagster_step_is_reported_with_its_own_error() -> None:
+    import dagster as dg
+
+    from crm.demo import _failure
+
+    @dg.op
+    def needs_a_missing_name() -> None:
+        from push.message import NoSuchName  # type: ignore[attr-defined]  # noqa: F401
+
+    @dg.job
+    def job() -> None:
+        needs_a_missing_name()
+
+    result = job.execute_in_process(raise_on_error=False)
+    assert [_failure(e) for e in result.all_events if e.is_step_failure] == [
+        "step needs_a_missing_name: ImportError: cannot import name 'NoSuchName' from "
+        f"'push.message' ({ROOT / 'push' / 'message.py'})"]
