@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from hpack import NeverIndexedHeaderTuple
 
-from push.h2_pool import H2ConnectionError, H2Pool
+from push.h2_pool import H2ConnectionError, H2Pool, H2StreamRefused
 from push.retries import Retryable, SendResult, retry_after_seconds, send_with_retries
 
 DEFAULT_URL = "https://api.push.apple.com"
@@ -162,10 +162,17 @@ class ApnsSender:
             # a resend after an interrupted run replaces the notification instead of doubling it
             headers.append(NeverIndexedHeaderTuple(
                 b"apns-collapse-id", data["delivery_id"][:64].encode()))
-        async with asyncio.timeout(self.timeout):
-            resp = await self.pool.request(
-                b"POST", f"/3/device/{token}".encode(), headers,
-                self._payload(title, body, data))
+        try:
+            async with asyncio.timeout(self.timeout):
+                resp = await self.pool.request(
+                    b"POST", f"/3/device/{token}".encode(), headers,
+                    self._payload(title, body, data))
+        except H2StreamRefused:
+            raise  # refused unprocessed even after the pool's own retries
+        except H2ConnectionError as exc:
+            # the connection broke before the answer: in doubt, as after a kill; sent again
+            # (the same apns-collapse-id, so a device shows it once) rather than lost
+            raise Retryable(f"transport:{type(exc).__name__}", None) from exc
         status = resp.status
         if status == 200:
             return SendResult("sent")

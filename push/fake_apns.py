@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hyperframe.frame import GoAwayFrame
 
 from push.h2_pool import fast_connection
 
@@ -79,6 +80,7 @@ class FakeApnsState:
     end_after: int | None = None
     end_how: str = "goaway"
     connections: int = 0  # connections accepted
+    refused: int = 0  # requests that came above a GOAWAY's last stream (not processed)
     provider_tokens: list[str] = field(default_factory=list)  # distinct JWTs, in order seen
     # a verified token's claims (or its error), so a token is checked once, not per request
     _verified: dict[str, dict | str] = field(default_factory=dict, repr=False)
@@ -171,6 +173,7 @@ class _H2Protocol(asyncio.Protocol):
             elif isinstance(event, h2.events.StreamEnded):
                 headers, body = self.streams.pop(event.stream_id)
                 if self.last_stream is not None and event.stream_id > self.last_stream:
+                    self.state.refused += 1
                     continue  # after our GOAWAY: refused, never processed
                 self.requests += 1
                 self.pending.add(event.stream_id)
@@ -178,8 +181,12 @@ class _H2Protocol(asyncio.Protocol):
                     if self.state.end_how == "drop":
                         self.transport.close()  # nothing pending gets an answer
                         return
+                    # a graceful GOAWAY: written as a raw frame, since h2 would refuse to
+                    # answer the streams up to it once it had sent one itself
                     self.last_stream = event.stream_id
-                    self.conn.close_connection(last_stream_id=event.stream_id)
+                    self.transport.write(self.conn.data_to_send())
+                    self.transport.write(GoAwayFrame(
+                        0, last_stream_id=event.stream_id, error_code=0).serialize())
                 if self.state.delay:
                     asyncio.get_running_loop().call_later(
                         self.state.delay, self._answer, event.stream_id, headers, bytes(body))

@@ -9,7 +9,9 @@ request made in one event-loop turn go out in one write, and answers are read th
 The pool respects each connection's SETTINGS_MAX_CONCURRENT_STREAMS (APNs starts a new
 connection low and raises it once the first request is accepted) and waits for a free
 stream rather than failing; a connection that is lost or sent GOAWAY is dropped and replaced
-on the next request, and the requests it still carried fail with H2ConnectionError."""
+on the next request. After a GOAWAY the streams up to its last_stream_id are still answered
+on the old connection, and those above it (not processed) are sent again on a new one; the
+requests a lost connection still carried fail with H2ConnectionError (in doubt)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -28,6 +31,25 @@ import hpack
 
 class H2ConnectionError(ConnectionError):
     """The connection carrying a request broke before its answer arrived."""
+
+
+class H2StreamRefused(H2ConnectionError):
+    """The server did not process the request (a stream above GOAWAY's last_stream_id, or
+    reset with REFUSED_STREAM): safe to send again, and the pool does, on another connection."""
+
+
+class _GracefulGoawayConnection(h2.connection.H2Connection):
+    """h2 closes its state machine on a received GOAWAY, so the answers still owed on streams
+    up to its last_stream_id (RFC 9113 6.8: they may still be processed and answered) would be
+    refused as a protocol error and those requests left in doubt. Here the connection keeps
+    reading them; the pool starts no new stream on it."""
+
+    def _receive_goaway_frame(self, frame):  # type: ignore[no-untyped-def]
+        before = self.state_machine.state
+        result = super()._receive_goaway_frame(frame)
+        if before is not h2.connection.ConnectionState.CLOSED:
+            self.state_machine.state = before
+        return result
 
 
 @dataclass(frozen=True)
@@ -49,7 +71,8 @@ def fast_connection(client_side: bool, validate_inbound: bool = True
                     ) -> h2.connection.H2Connection:
     """An h2 connection that trusts its own caller's header lists (no outbound validation or
     normalisation: the callers here build them) and writes them without Huffman coding."""
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+    cls = _GracefulGoawayConnection if client_side else h2.connection.H2Connection
+    conn = cls(h2.config.H2Configuration(
         client_side=client_side, header_encoding=None, validate_outbound_headers=False,
         normalize_outbound_headers=False, validate_inbound_headers=validate_inbound))
     conn.encoder = PlainHpackEncoder()
@@ -108,7 +131,9 @@ class _Connection(asyncio.Protocol):
             elif isinstance(event, h2.events.StreamReset):
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None and not stream.future.done():
-                    stream.future.set_exception(H2ConnectionError(
+                    refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                    stream.future.set_exception((H2StreamRefused if refused else
+                                                 H2ConnectionError)(
                         f"stream reset by the server (error {event.error_code!r})"))
                 self.pool._released()
             elif isinstance(event, h2.events.RemoteSettingsChanged):
@@ -128,8 +153,9 @@ class _Connection(asyncio.Protocol):
                 for sid in [s for s in self.streams if s > last]:
                     stream = self.streams.pop(sid)
                     if not stream.future.done():
-                        stream.future.set_exception(H2ConnectionError(
-                            f"GOAWAY from the server (error {event.error_code!r})"))
+                        stream.future.set_exception(H2StreamRefused(
+                            f"GOAWAY from the server (error {event.error_code!r}) above "
+                            f"stream {last}"))
                 if not self.streams and self.transport is not None:
                     self.transport.close()
         self._flush()
@@ -223,11 +249,20 @@ class H2Pool:
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def request(self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]],
-                      body: bytes = b"") -> H2Response:
-        conn = await self._acquire()
-        return await conn.request([(b":method", method), (b":scheme", b"https"),
-                                   (b":authority", self.authority), (b":path", path),
-                                   *headers], body)
+                      body: bytes = b"", refused_retries: int = 3) -> H2Response:
+        """One request's answer. A stream the server refused unprocessed (GOAWAY, REFUSED_STREAM)
+        goes again on another connection, up to `refused_retries` times: it cannot have been
+        delivered, so this sends nothing twice."""
+        for attempt in range(refused_retries + 1):
+            conn = await self._acquire()
+            try:
+                return await conn.request([(b":method", method), (b":scheme", b"https"),
+                                           (b":authority", self.authority), (b":path", path),
+                                           *headers], body)
+            except H2StreamRefused:
+                if attempt == refused_retries:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _acquire(self) -> _Connection:
         while True:

@@ -237,3 +237,40 @@ def test_apns_url_must_be_https(tmp_path: Path) -> None:
     write_test_key(p8)
     with pytest.raises(ApnsConfigError, match=r"CRM_APNS_URL 'http://127.0.0.1:1'.*https"):
         ApnsSender(load_key(p8), "K1", "TEAM1", TOPIC, "http://127.0.0.1:1")
+
+
+@pytest.mark.parametrize("end_how", ["goaway", "drop"])
+def test_connection_ended_mid_run_loses_nothing_and_repeats_nothing_answered(
+        fake_apns, db, end_how: str) -> None:
+    """The fake ends every connection after 40 requests while more are in flight: with a
+    GOAWAY naming the 40th stream (those up to it are still answered, those above it were not
+    processed and go again on a new connection), or by closing it (the unanswered ones go
+    again). Every ledger row ends sent, each device token reached the service once."""
+    from datetime import UTC, datetime, timedelta
+    from uuid import uuid4
+
+    from push.deliver import deliver
+    from push.ledger import PlannedPush, counts, plan
+
+    state, url, p8, ca = fake_apns
+    state.end_after, state.end_how, state.delay = 40, end_how, 0.05
+    now, run = datetime.now(UTC), str(uuid4())
+    rows = [PlannedPush(f"u{i}", "apns", f"{end_how}-{i:04d}-{run}", now,
+                        now + timedelta(hours=1), "t", "b") for i in range(300)]
+    plan(db, "apns_goaway", run, rows)
+
+    async def send_all() -> dict:
+        sender = _sender(p8, url, ca, connections=1, concurrency=100)
+        try:
+            return await deliver(db, "apns_goaway", run, now, {"apns": sender})
+        finally:
+            await sender.aclose()
+
+    assert asyncio.run(send_all()) == {"sent": 300, "failed": 0}
+    assert counts(db, "apns_goaway", run) == {"sent": 300}
+    assert state.connections >= 300 // 40  # each connection ended, a new one took over
+    if end_how == "goaway":
+        assert state.refused > 0  # streams above last_stream_id were sent again
+    # nothing that got an answer was sent twice, nothing lost
+    assert sorted(m["token"] for m in state.received) == sorted(r.push_token for r in rows)
+    assert set(state.attempts.values()) == {1}
