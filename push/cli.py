@@ -139,3 +139,40 @@ def deliver_command(
     sent = sum(t.get("sent", 0) for t in out.values())
     failed = sum(t.get("failed", 0) for t in out.values())
     print(f"sent={sent} skipped=0 failed={failed}")
+
+
+@campaign_app.command("opt-out")
+def opt_out_command(
+    who: str = typer.Argument(..., help="Person id, e-mail, phone or client id."),
+    source: str = typer.Option("crm cli", "--source", help="Where the request came from."),
+) -> None:
+    """Put a person on the push opt-out list: every campaign skips them (`opted_out`)."""
+    import psycopg
+
+    from push.opt_out import UnknownPersonError, opt_out
+
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        try:
+            person, new = opt_out(conn, who, source)
+        except UnknownPersonError as exc:
+            console.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+    print(f"opted out: {person}" + ("" if new else " (already on the list)"))
+
+
+@campaign_app.command("opt-in")
+def opt_in_command(
+    who: str = typer.Argument(..., help="Person id, e-mail, phone or client id."),
+) -> None:
+    """Take a person off the push opt-out list: campaigns may push them again."""
+    import psycopg
+
+    from push.opt_out import UnknownPersonError, opt_in
+
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        try:
+            person, removed = opt_in(conn, who)
+        except UnknownPersonError as exc:
+            console.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+    print(f"opted in: {person}" + ("" if removed else " (was not on the list)"))

@@ -20,7 +20,7 @@ from tests.warehouse import person_id
 
 TABLES = """
 CREATE SCHEMA crm; CREATE SCHEMA ml;
-CREATE TABLE crm.users (user_id uuid PRIMARY KEY, timezone text);
+CREATE TABLE crm.users (user_id uuid PRIMARY KEY, timezone text, email text, phone text);
 CREATE TABLE crm.push_tokens (user_id uuid, push_token text, device_type text,
     last_used_at timestamptz, is_valid boolean);
 CREATE TABLE crm.user_id_history (old_user_id uuid, new_user_id uuid);
