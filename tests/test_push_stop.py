@@ -77,6 +77,7 @@ def test_stopped_run_sends_nothing_twice(shop: Shop, fakes: FakePush, tmp_path: 
     stopped = re.search(rf"stopped by {signum.name}: (\d+) sent, (\d+) left planned;", out)
     assert stopped, (out, err)
     sent, left = int(stopped[1]), int(stopped[2])
+    print(f"at the signal {at_signal} received; the stopped run said: {out.strip()!r}")
     after_stop = _received(fakes)
     # the requests in flight at the signal were answered and committed, not abandoned
     assert sum(after_stop.values()) > at_signal
