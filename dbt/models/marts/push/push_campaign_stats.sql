@@ -7,6 +7,13 @@
     (null while nothing was sent). Skips are split by the planner's reasons; a reason it
     gains later lands in skipped_other until it gets its own column here. -#}
 
+{#- which grouping set a row of `group by grouping sets ((campaign), (campaign, run_id),
+    (campaign, send_day))` comes from; both aggregations below group that way -#}
+{%- set grain -%}
+case when grouping(run_id) = 0 then 'run' when grouping(send_day) = 0 then 'day'
+            else 'campaign' end
+{%- endset %}
+
 with
 
 outcomes as (
@@ -18,11 +25,7 @@ outcomes as (
 failure_reasons as (
 
     select
-        case
-            when grouping(run_id) = 0 then 'run'
-            when grouping(send_day) = 0 then 'day'
-            else 'campaign'
-        end as grain,
+        {{ grain }} as grain,
         campaign, run_id, send_day, reason, count(*) as n
     from outcomes
     where status = 'failed'
@@ -43,11 +46,7 @@ failures as (
 stats as (
 
     select
-        case
-            when grouping(run_id) = 0 then 'run'
-            when grouping(send_day) = 0 then 'day'
-            else 'campaign'
-        end as grain,
+        {{ grain }} as grain,
         campaign,
         run_id,
         send_day,
