@@ -32,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from crm.db.embedded import EmbeddedPostgres  # noqa: E402
-from crm.db.migrate import migrate  # noqa: E402
+from bench.scratch import scratch_database  # noqa: E402
 from push.apns import ApnsSender, load_key  # noqa: E402
 from push.campaign import Campaign  # noqa: E402
 from push.fake_servers import service_account  # noqa: E402
@@ -149,17 +148,8 @@ def _start_apns(work: Path) -> tuple[multiprocessing.Process, object, Callable[[
     return proc, counter, sender
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--people", type=int, default=20_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=64)
-    args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="crm-push-bench-"))
-    pg = EmbeddedPostgres(work / "pgdata")
-    url = pg.start()
-    migrate(url)
+def _measure(url: str, work: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Sends per second for each service, one figure per run."""
     _fill(url, args.people)
     port = _free_port()
     server = multiprocessing.Process(target=_serve_fcm, args=(port,), daemon=True)
@@ -201,7 +191,22 @@ def main() -> None:
         for proc in (server, apns_proc):
             proc.terminate()
             proc.join(5)
-        pg.stop(mode="immediate")
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--people", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--database-url", default=None,
+                        help="a scratch database without crm and ml schemas (the benchmark makes "
+                             "its own); default an embedded server")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="crm-push-bench-") as tmp, \
+            scratch_database(Path(tmp), args.database_url) as url:
+        rates = _measure(url, Path(tmp), args)
     fcm = f"{statistics.median(rates['fcm']):.0f}"
     apns_rate = f"{statistics.median(rates['apns']):.0f}"
     for service, runs in rates.items():
