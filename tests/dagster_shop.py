@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import orjson
 import psycopg
 import pytest
@@ -27,6 +28,12 @@ def dagster_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         mp.setenv("CRM_DAGSTER_HOME", str(base / "home"))
         mp.setenv("DAGSTER_HOME", str(base / "home"))
         home = ensure_instance(database_url)
+        # The instance's storage is a database of the session's server, shared by every
+        # module: what an earlier module's daemon left (schedule and sensor ticks, cursors,
+        # runs) would decide this module's ticks.
+        with dg.DagsterInstance.get() as instance:
+            instance.wipe()
+            instance.schedule_storage.wipe()
         yield home
 
 
