@@ -3,17 +3,25 @@ store and a Dagster instance (PostgreSQL storage) in temporary folders."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import orjson
 import psycopg
 import pytest
 
 from collector.ingest import ingest_items
+from crm.settings import PROJECT_ROOT
 from simulator import SimConfig, simulate
-from tests.conftest import DBT_SCHEMAS
+from tests.conftest import DBT_SCHEMAS, free_port
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +55,40 @@ def fill_shop(database_url: str, visitors: int = 300, days: int = 30, seed: int 
                              push_campaigns_per_week=7))
     ingest_items((orjson.loads(x) for x in sim.lines), database_url=database_url,
                  source="ingest:sim", progress=False)
+
+
+@contextmanager
+def crm_ui(seconds: float = 120) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`crm ui` on a free port, as a data engineer starts it; yields the webserver's URL once
+    it answers, and the process. Stopped with SIGTERM on exit, as Ctrl-C or a service
+    manager stops it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "crm", "ui", "--port", str(port)],
+                            cwd=PROJECT_ROOT, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"crm ui did not answer within {seconds:g} s"
+            time.sleep(0.5)
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(90)
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    """The data of a query to the webserver's GraphQL API (its errors fail the test)."""
+    answer = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}},
+                        timeout=30)
+    answer.raise_for_status()
+    body = answer.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]

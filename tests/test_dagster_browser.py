@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Page
 
 from crm.settings import PROJECT_ROOT
-from tests.dagster_shop import dagster_env, fill_shop  # noqa: F401
+from tests.dagster_shop import crm_ui, dagster_env, fill_shop, graphql  # noqa: F401
 from tests.requirements import require
 from tests.test_tracker_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -39,47 +35,12 @@ VIEWPORT = {"width": 1600, "height": 1000}
 MIN_GROUPS = 7
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    answer = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}},
-                        timeout=30)
-    answer.raise_for_status()
-    body = answer.json()
-    assert "errors" not in body, body["errors"]
-    return body["data"]
-
-
 @pytest.fixture(scope="module")
 def control_room(database_url: str, dagster_env: Path) -> Iterator[str]:  # noqa: F811
     """`crm ui` on a free port over a small shop; yields the webserver's URL."""
     fill_shop(database_url, visitors=120, days=14)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "crm", "ui", "--port", str(port)],
-                            cwd=PROJECT_ROOT, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "crm ui did not answer within 180 s"
-            time.sleep(0.5)
+    with crm_ui(seconds=180) as (url, _):
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(90)
 
 
 # The graph's canvas (its viewport) and the drawing inside it, scaled by a CSS transform.
@@ -137,7 +98,7 @@ RUNS = "{ runsOrError(limit: 20) { ... on Runs { results { runId } } } }"
 
 
 def _run_ids(url: str) -> set[str]:
-    return {r["runId"] for r in _graphql(url, RUNS)["runsOrError"]["results"]}
+    return {r["runId"] for r in graphql(url, RUNS)["runsOrError"]["results"]}
 
 
 def _new_run(url: str, before: set[str], seconds: float = 60) -> str:
@@ -159,7 +120,7 @@ def test_asset_graph_screenshot_and_materialise_from_the_page(control_room: str,
 
     url = control_room
     key = {"path": list(ASSET)}
-    before = _graphql(url, MATERIALISATIONS, {"key": key})["assetOrError"]
+    before = graphql(url, MATERIALISATIONS, {"key": key})["assetOrError"]
     runs_before = {m["runId"] for m in before.get("assetMaterializations", [])}
     runs_before_click = _run_ids(url)
     shot = SCREENSHOT if os.environ.get(UPDATE_ENV) == "1" else tmp_path / "asset-graph.png"
@@ -206,9 +167,9 @@ def test_asset_graph_screenshot_and_materialise_from_the_page(control_room: str,
         finally:
             browser.close()
 
-    run = _graphql(url, RUN, {"id": run_id})["runOrError"]
+    run = graphql(url, RUN, {"id": run_id})["runOrError"]
     assert run["status"] == "SUCCESS", run
     assert [a["path"] for a in run["assetSelection"]] == [list(ASSET)]
-    after = _graphql(url, MATERIALISATIONS, {"key": key})["assetOrError"]
+    after = graphql(url, MATERIALISATIONS, {"key": key})["assetOrError"]
     latest = after["assetMaterializations"][0]["runId"]
     assert latest == run_id and latest not in runs_before
