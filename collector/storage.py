@@ -180,15 +180,14 @@ async def prepare(conn: psycopg.AsyncConnection) -> None:
 async def write(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> int:
     """Store one flush in one transaction, isolating rows PostgreSQL refuses (see module doc).
     Returns the number of new events stored. Raises only for server failures."""
-    for attempt in range(DEADLOCK_RETRIES):
+    for _ in range(DEADLOCK_RETRIES - 1):
         try:
             return await _write(conn, subs)
         except RETRIED:
             # PostgreSQL undid the whole transaction to break a cycle of waits: nothing of it
             # is stored, and the same flush again is a new, ordinary attempt.
-            if attempt == DEADLOCK_RETRIES - 1:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    return await _write(conn, subs)  # the last attempt's deadlock is raised
 
 
 async def _write(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> int:
