@@ -5,8 +5,9 @@ the signal's exit status (143, 130); the same command again sends the rest, each
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from push.stop import RunStopped
+
+if TYPE_CHECKING:
+    import psycopg
 
 campaign_app = typer.Typer(help="Push campaigns (files in campaigns/).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -141,22 +145,31 @@ def deliver_command(
     print(f"sent={sent} skipped=0 failed={failed}")
 
 
+def _on_opt_out_list(change: Callable[[psycopg.Connection], tuple[str, object]]
+                     ) -> tuple[str, object]:
+    """Run an opt-out list change; a name that matches nobody (or several people) is an
+    error."""
+    import psycopg
+
+    from push.opt_out import UnknownPersonError
+
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        try:
+            return change(conn)
+        except UnknownPersonError as exc:
+            console.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+
+
 @campaign_app.command("opt-out")
 def opt_out_command(
     who: str = typer.Argument(..., help="Person id, e-mail, phone or client id."),
     source: str = typer.Option("crm cli", "--source", help="Where the request came from."),
 ) -> None:
     """Put a person on the push opt-out list: every campaign skips them (`opted_out`)."""
-    import psycopg
+    from push.opt_out import opt_out
 
-    from push.opt_out import UnknownPersonError, opt_out
-
-    with psycopg.connect(_url(), autocommit=True) as conn:
-        try:
-            person, new = opt_out(conn, who, source)
-        except UnknownPersonError as exc:
-            console.print(f"[red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(1) from None
+    person, new = _on_opt_out_list(lambda conn: opt_out(conn, who, source))
     print(f"opted out: {person}" + ("" if new else " (already on the list)"))
 
 
@@ -165,14 +178,7 @@ def opt_in_command(
     who: str = typer.Argument(..., help="Person id, e-mail, phone or client id."),
 ) -> None:
     """Take a person off the push opt-out list: campaigns may push them again."""
-    import psycopg
+    from push.opt_out import opt_in
 
-    from push.opt_out import UnknownPersonError, opt_in
-
-    with psycopg.connect(_url(), autocommit=True) as conn:
-        try:
-            person, removed = opt_in(conn, who)
-        except UnknownPersonError as exc:
-            console.print(f"[red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(1) from None
+    person, removed = _on_opt_out_list(lambda conn: opt_in(conn, who))
     print(f"opted in: {person}" + ("" if removed else " (was not on the list)"))
