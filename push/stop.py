@@ -62,6 +62,9 @@ class Stop:
         event = asyncio.Event()
         if len(self.signals) >= nth:
             event.set()
+        # Each campaign's sending loop asks for events; those of finished loops can never
+        # be woken again, so a long run keeps only the live ones.
+        self._events = [entry for entry in self._events if not entry[0].is_closed()]
         self._events.append((asyncio.get_running_loop(), event, nth - 1))
         return event
 

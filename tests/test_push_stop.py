@@ -6,6 +6,7 @@ push exactly once. Across both runs every delivery id reaches a fake exactly onc
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -97,3 +98,27 @@ def test_stopped_run_sends_nothing_twice(shop: Shop, fakes: FakePush, tmp_path: 
     assert {m["token"] for m in fakes.fcm.received} | {m["token"] for m in
                                                        fakes.apns.received} == {
         f"tok-{i}" for i in range(1, PEOPLE + 1)}
+
+
+def test_stop_keeps_only_the_live_loops_events() -> None:
+    """A long run starts one sending loop per campaign and batch; the events of finished
+    loops are dropped, and a signal still wakes the loop that is running."""
+    from push.stop import Stop
+
+    stop = Stop()
+
+    async def ask() -> None:
+        stop.event()
+        stop.event(2)
+
+    for _ in range(200):
+        asyncio.run(ask())
+
+    async def wait_for_signal() -> bool:
+        event = stop.event()
+        asyncio.get_running_loop().call_later(0.05, stop.request, signal.SIGTERM)
+        await asyncio.wait_for(event.wait(), timeout=5)
+        return event.is_set()
+
+    assert asyncio.run(wait_for_signal())
+    assert len(stop._events) <= 2, f"{len(stop._events)} events kept for finished loops"
