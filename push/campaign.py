@@ -6,6 +6,7 @@ operator sees "audience.segments: ..." rather than a traceback.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CAMPAIGN_DIRS = (REPO_ROOT / "campaigns", Path(__file__).resolve().parent / "campaigns")
+EXTRA_DIRS_VARIABLE = "CRM_CAMPAIGNS_DIR"
 
 
 class CampaignFileError(ValueError):
@@ -91,13 +93,28 @@ def load_campaign(path: Path) -> Campaign:
         raise CampaignFileError(f"{path}: {problems}") from exc
 
 
-def campaign_files(dirs: tuple[Path, ...] = CAMPAIGN_DIRS) -> list[Path]:
+def extra_campaign_dirs() -> tuple[Path, ...]:
+    """The shop's own campaign folders outside the checkout: `CRM_CAMPAIGNS_DIR`, several
+    separated by the path separator (`:`). A folder that does not exist is an error: a typo
+    would otherwise silently drop its campaigns from the nightly run."""
+    raw = os.environ.get(EXTRA_DIRS_VARIABLE, "")
+    dirs = tuple(Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip())
+    for d in dirs:
+        if not d.is_dir():
+            raise CampaignFileError(f"{EXTRA_DIRS_VARIABLE}: {d} is not a directory")
+    return dirs
+
+
+def campaign_files(dirs: tuple[Path, ...] | None = None) -> list[Path]:
+    """The campaign files of `dirs`, else of the repository's campaigns/ and CRM_CAMPAIGNS_DIR."""
+    if dirs is None:
+        dirs = CAMPAIGN_DIRS + extra_campaign_dirs()
     return sorted(
         p for d in dirs if d.is_dir() for p in d.iterdir() if p.suffix in {".yaml", ".yml", ".toml"}
     )
 
 
-def load_campaigns(dirs: tuple[Path, ...] = CAMPAIGN_DIRS) -> dict[str, Campaign]:
+def load_campaigns(dirs: tuple[Path, ...] | None = None) -> dict[str, Campaign]:
     campaigns: dict[str, Campaign] = {}
     for path in campaign_files(dirs):
         campaign = load_campaign(path)

@@ -19,8 +19,21 @@ from push.stop import RunStopped
 if TYPE_CHECKING:
     import psycopg
 
-campaign_app = typer.Typer(help="Push campaigns (files in campaigns/).", no_args_is_help=True)
+campaign_app = typer.Typer(help="Push campaigns (files in campaigns/ and CRM_CAMPAIGNS_DIR).",
+                           no_args_is_help=True)
 console = Console(stderr=True)
+
+
+@campaign_app.callback()
+def _campaign_dirs() -> None:
+    # Checked once for every subcommand, so a wrong CRM_CAMPAIGNS_DIR is one clear line.
+    from push.campaign import CampaignFileError, extra_campaign_dirs
+
+    try:
+        extra_campaign_dirs()
+    except CampaignFileError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
 
 
 def _url() -> str:

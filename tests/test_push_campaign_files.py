@@ -58,3 +58,26 @@ def test_the_terminal_shows_a_bad_file_error_as_written(
     result = CliRunner().invoke(app, ["campaign", "run", str(path), "--dry-run"])
     assert result.exit_code == 1
     assert "^[a-z0-9_]+$" in result.output.replace("\n", "")
+
+
+def test_the_shops_own_campaign_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CRM_CAMPAIGNS_DIR adds folders outside the checkout; one that does not exist is an
+    error naming it, in Python and from `crm campaign`."""
+    import subprocess
+    import sys
+
+    first, second = tmp_path / "spring", tmp_path / "summer"
+    for folder, name in ((first, "spring_sale"), (second, "summer_sale")):
+        folder.mkdir()
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\naudience: {{}}\nmessage: {{title: a, body: b}}\n")
+    monkeypatch.setenv("CRM_CAMPAIGNS_DIR", f"{first}:{second}")
+    assert {"nightly_recommendations", "spring_sale", "summer_sale"} <= set(load_campaigns())
+    missing = tmp_path / "autumn"
+    monkeypatch.setenv("CRM_CAMPAIGNS_DIR", f"{first}:{missing}")
+    with pytest.raises(CampaignFileError, match=f"CRM_CAMPAIGNS_DIR: {missing} is not a"):
+        load_campaigns()
+    cli = subprocess.run([sys.executable, "-m", "crm", "campaign", "list"],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 1
+    assert f"CRM_CAMPAIGNS_DIR: {missing} is not a directory" in cli.stderr.replace("\n", "")
