@@ -14,6 +14,16 @@ collector (and its migrations) differ.
     git worktree add /tmp/old b23ee35
     .venv/bin/python bench/collector_bench.py --compare /tmp/old --runs 6
 
+Single events right after a burst (`--burst-runs N`): each run starts a fresh embedded server
+and database, loads `--burst-events` (a million) events through the collector's batch path
+((a)'s 100-event requests), then at once sends single-event requests at 1,000/s for 10 s,
+sampling what PostgreSQL does meanwhile (autovacuum and analyse progress, the checkpointer,
+WAL written, what the collector's connections wait on) every 50 ms. Each run prints p50/p99,
+the load average and a per-second timeline; the last line gives the worst p99 of all runs.
+Runs alternate between trees with --compare (one run per subprocess: `--burst-runs 1`):
+
+    .venv/bin/python bench/collector_bench.py --compare /tmp/old --runs 10 --burst-runs 1
+
 The load generator is a small asyncio HTTP/1.1 client over keep-alive connections that fills
 unique event ids into pre-built bodies with one bytes.replace, so it costs the machine little
 next to the collector and the database (all three share the same 2 cores).
@@ -31,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -121,7 +132,10 @@ async def closed_loop(port, key, template, requests, clients) -> tuple[float, li
     return time.perf_counter() - start, latencies
 
 
-async def open_loop(port, key, template, rate, seconds, clients, first) -> list[float]:
+async def open_loop(
+    port, key, template, rate, seconds, clients, first,
+    timed: list[tuple[float, float]] | None = None,
+) -> list[float]:
     """Requests scheduled at a fixed rate; latency counts from the scheduled time, so a
     stall is not hidden by the generator waiting for it (no coordinated omission)."""
     total = int(rate * seconds)
@@ -146,12 +160,154 @@ async def open_loop(port, key, template, rate, seconds, clients, first) -> list[
             n, due = item
             status = await c.post(template.replace(MARK, b"%08x" % n))
             latencies.append(time.perf_counter() - due)
+            if timed is not None:
+                timed.append((due, latencies[-1]))
             if status != 202:
                 raise RuntimeError(f"status {status}")
         c.writer.close()
 
     await asyncio.gather(scheduler(), *(worker() for _ in range(clients)))
     return latencies
+
+
+# What PostgreSQL is doing, sampled during the burst: the autovacuum and analyse progress
+# views, the checkpointer (its wait event is CheckpointWriteDelay while a checkpoint spreads
+# its writes), WAL written so far, and what the other client backends (the collector's lanes)
+# wait on. One query, so a sample is one consistent moment.
+SAMPLE_SQL = """
+SELECT
+  (SELECT string_agg(relid::regclass::text || ' ' || phase, ', ' ORDER BY pid)
+     FROM pg_stat_progress_vacuum),
+  (SELECT string_agg(relid::regclass::text, ', ' ORDER BY pid) FROM pg_stat_progress_analyze),
+  (SELECT coalesce(wait_event, 'running') FROM pg_stat_activity
+    WHERE backend_type = 'checkpointer'),
+  (SELECT num_done FROM pg_stat_checkpointer),
+  (SELECT wal_bytes::bigint FROM pg_stat_wal),
+  (SELECT wal_fpi FROM pg_stat_wal),
+  (SELECT string_agg(DISTINCT wait_event_type || ':' || wait_event, ' ')
+     FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+      AND state = 'active' AND wait_event IS NOT NULL)
+"""
+
+
+class Sampler(threading.Thread):
+    """Polls SAMPLE_SQL every `every` seconds until stopped; samples carry perf_counter()
+    times, the clock the open loop's due times use."""
+
+    def __init__(self, url: str, every: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every = url, every
+        self.samples: list[tuple] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SET stats_fetch_consistency = none")  # fresh counters each time
+            while not self.stop.is_set():
+                t = time.perf_counter()
+                row = conn.execute(SAMPLE_SQL).fetchone()
+                self.samples.append((t, *row, kernel_dirty_mb()))
+                self.stop.wait(self.every)
+
+
+def kernel_dirty_mb() -> float:
+    """Dirty plus under-writeback page cache of the whole machine (MB): a load's data files
+    written but not yet on disk, which the kernel flushes in one go about 30 s later, in
+    front of every commit's WAL fsync."""
+    kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(("Dirty:", "Writeback:")):
+                kb += int(line.split()[1])
+    return kb / 1024
+
+
+def timeline(lat: list[tuple[float, float]], samples: list[tuple], start: float) -> list[str]:
+    """One line per second of the burst: p99 and max of the requests due in it, checkpoints
+    completed, WAL written (MB, full-page images) and what ran in PostgreSQL meanwhile."""
+    lines = []
+    seconds = int(max(d for d, _ in lat) - start) + 1
+    for sec in range(seconds):
+        lo, hi = start + sec, start + sec + 1
+        these = [x for d, x in lat if lo <= d < hi]
+        inside = [s for s in samples if lo <= s[0] < hi]
+        if not these or len(inside) < 2:
+            continue
+        seen: list[str] = []
+        waits: dict[str, int] = {}
+        for s in inside:
+            for label, value in (("vacuum", s[1]), ("analyze", s[2])):
+                if value and f"{label} {value}" not in seen:
+                    seen.append(f"{label} {value}")
+            if s[3] == "CheckpointWriteDelay" and "checkpoint writing" not in seen:
+                seen.append("checkpoint writing")
+            for w in (s[7] or "").split():
+                waits[w] = waits.get(w, 0) + 1
+        seen += [f"{w} x{c}" for w, c in sorted(waits.items(), key=lambda x: -x[1])]
+        first, last = inside[0], inside[-1]
+        lines.append(
+            f"  {sec:>2}s p99 {percentile(these, 99) * 1000:6.1f} max {max(these) * 1000:6.1f} ms"
+            f" | checkpoints {last[4] - first[4]} WAL {(last[5] - first[5]) / 1e6:5.1f} MB"
+            f" ({last[6] - first[6]} FPI) | kernel dirty {max(x[8] for x in inside):5.0f} MB"
+            f" | {'; '.join(seen) or '-'}"
+        )
+    return lines
+
+
+def burst_run(args: argparse.Namespace, n: int) -> float:
+    """One run: a fresh server, `args.burst_events` events in 100-event batches, then single
+    events at 1,000/s for 10 s. Prints the run's figures; returns its p99 in ms."""
+    state = Path(tempfile.mkdtemp(prefix="crm-bench-burst-"))
+    pg = EmbeddedPostgres(state / "pgdata")
+    url = pg.start()
+    try:
+        migrate(url)
+        key = keys.create(url, "bench")
+        with running_collector(url, args.port, *args.collector_args), \
+                psycopg.connect(url, autocommit=True) as conn:
+            now = dt.datetime.now(dt.UTC)
+            load_before = os.getloadavg()
+            secs, _ = asyncio.run(closed_loop(
+                args.port, key, body_template(100, uuid.uuid4().hex, now),
+                args.burst_events // 100, args.clients,
+            ))
+            sampler = Sampler(url)
+            sampler.start()
+            single = body_template(1, uuid.uuid4().hex, now)
+            start = time.perf_counter() + 0.2  # open_loop's first due time
+            timed: list[tuple[float, float]] = []
+            lat = asyncio.run(open_loop(args.port, key, single, 1000, 10, args.single_clients,
+                                        args.burst_events, timed))
+            sampler.stop.set()
+            sampler.join()
+            load_after = os.getloadavg()
+            stored = conn.execute("SELECT count(*) FROM raw.events").fetchone()[0]
+            part = conn.execute(
+                "SELECT c.oid::regclass, s.last_autovacuum IS NOT NULL, "
+                "s.last_autoanalyze IS NOT NULL, s.autovacuum_count, s.autoanalyze_count "
+                "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_stat_user_tables s ON s.relid = c.oid "
+                "WHERE i.inhparent = 'raw.events'::regclass ORDER BY s.n_live_tup DESC LIMIT 1"
+            ).fetchone()
+        p50, p99 = statistics.median(lat) * 1000, percentile(lat, 99) * 1000
+        slow = sum(x > 0.05 for x in lat)
+        print(f"burst run {n}: loaded {args.burst_events:,} events in {secs:.1f} s "
+              f"({args.burst_events / secs:,.0f}/s), load average {load_before[0]:.2f} before, "
+              f"{load_after[0]:.2f} after; partition {part[0]}: autovacuums {part[3]}, "
+              f"autoanalyzes {part[4]} by the end")
+        for line in timeline(timed, sampler.samples, start):
+            print(line)
+        print(f"(burst) single events at 1,000 req/s for 10 s right after the load, run {n}: "
+              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(lat) * 1000:.1f} ms, "
+              f"{slow} of {len(lat)} over 50 ms; load average {load_before[0]:.2f}", flush=True)
+        expected = args.burst_events + len(lat)
+        if stored != expected:
+            raise SystemExit(f"stored {stored:,} events, expected {expected:,}")
+        return p99
+    finally:
+        pg.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 CEILING_COLUMNS = (
@@ -228,6 +384,10 @@ FIGURES = {
     "single": re.compile(r"\(b\) single-event requests, \d+ clients, max:\s+([\d,]+)"),
     "p99": re.compile(r"\(b\) single-event requests at 1,000 req/s.*p99 ([\d.]+) ms"),
     "cpu": re.compile(r"\(a\) collector CPU per event, median: ([\d.]+) us"),
+    "burst": re.compile(r"\(burst\) single events .*p99 ([\d.]+) ms"),
+    "burst_p50": re.compile(r"\(burst\) single events .*p50 ([\d.]+) ms"),
+    "burst_max": re.compile(r"\(burst\) single events .*max ([\d.]+) ms"),
+    "burst_load": re.compile(r"\(burst\) single events .*load average ([\d.]+)"),
     "stored": re.compile(r"rows committed by the collector: ([\d,]+) \(expected ([\d,]+)\)"),
 }
 
@@ -253,6 +413,9 @@ def compare(other: Path, runs: int, passed: list[str]) -> None:
         num = {k: float(m.group(1).replace(",", "")) if m else float("nan")
                for k, m in found.items()}
         table.append((n + 1, label, num))
+    if "--burst-runs" in " ".join(passed):
+        burst_table(table, trees)
+        return
     print("| run | version | (c) COPY rows/s | (a) HTTP events/s | (a)/(c) | collector CPU "
           "us/event | (b) max req/s | (b) p99 at 1,000/s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -267,6 +430,20 @@ def compare(other: Path, runs: int, passed: list[str]) -> None:
             print(f"{label}: (a)/(c) median {statistics.median(ratios):.1%}, "
                   f"worst {min(ratios):.1%} over {len(ratios)} runs; collector CPU per event "
                   f"median {statistics.median(cpus):.1f} us, worst {max(cpus):.1f} us")
+
+
+def burst_table(table: list, trees: list) -> None:
+    print("| run | version | load average | p50 | p99 | max |")
+    print("|---|---|---|---|---|---|")
+    for n, label, v in table:
+        print(f"| {n} | {label} | {v['burst_load']:.2f} | {v['burst_p50']:.1f} ms | "
+              f"{v['burst']:.1f} ms | {v['burst_max']:.1f} ms |")
+    for label, _ in trees:
+        p99s = [v["burst"] for _, lab, v in table if lab == label]
+        if p99s:
+            print(f"{label}: burst p99 median {statistics.median(p99s):.1f} ms, worst "
+                  f"{max(p99s):.1f} ms over {len(p99s)} runs "
+                  f"({sum(p < 50 for p in p99s)} of them under 50 ms)")
 
 
 def without_compare_options(argv: list[str]) -> list[str]:
@@ -294,12 +471,22 @@ def main() -> None:
     ap.add_argument("--compare", type=Path, metavar="TREE",
                     help="alternate whole runs with the project tree TREE (an older worktree)")
     ap.add_argument("--runs", type=int, default=6, help="runs under --compare (both trees)")
+    ap.add_argument("--burst-runs", type=int, default=0,
+                    help="instead of the rounds: runs of a load then single events at 1,000/s")
+    ap.add_argument("--burst-events", type=int, default=1_000_000,
+                    help="events loaded before each burst run's single events")
     args, passed = ap.parse_known_args()
     if args.compare:
         compare(args.compare.resolve(), args.runs, without_compare_options(sys.argv[1:]))
         return
     if passed:
         ap.error(f"unrecognised arguments: {' '.join(passed)}")
+    if args.burst_runs:
+        p99s = [burst_run(args, n + 1) for n in range(args.burst_runs)]
+        print(f"(burst) worst p99 {max(p99s):.1f} ms over {len(p99s)} runs (target: under 50 ms"
+              f" in every run), median {statistics.median(p99s):.1f} ms; each run on a fresh "
+              f"database")
+        return
 
     state = Path(tempfile.mkdtemp(prefix="crm-bench-"))
     pg = EmbeddedPostgres(state / "pgdata")
