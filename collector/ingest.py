@@ -194,10 +194,16 @@ class _Piece:
 
 
 def _piece(data: bytes, first_line: int, first_index: int) -> _Piece:
-    # Blank lines are not items: count them at memory speed (delete blanks' characters, then
-    # the empty lines are the empty parts), not line by line in Python.
-    parts = data.translate(None, _BLANK).split(b"\n")
-    trailing = 1 if data.endswith(b"\n") else 0  # the empty part after the last newline
+    # Blank lines are not items: count them at memory speed, not line by line in Python. With
+    # blanks' characters deleted, a blank line is an empty line; most pieces have none, and
+    # then counting line breaks is enough.
+    squeezed = data.translate(None, _BLANK)
+    ends = data.endswith(b"\n")
+    if not (b"\n\n" in squeezed or squeezed.startswith(b"\n") or squeezed.endswith(b"\n") != ends):
+        lines = data.count(b"\n") + (0 if ends else 1)
+        return _Piece(data, first_line, first_index, lines, lines)
+    parts = squeezed.split(b"\n")
+    trailing = 1 if ends else 0  # the empty part after the last newline
     lines = len(parts) - trailing
     return _Piece(data, first_line, first_index, lines, lines - (parts.count(b"") - trailing))
 
@@ -226,21 +232,21 @@ def _parse(piece: _Piece) -> list[Any]:
     if piece.data.endswith(b"\n"):
         lines.pop()
     # orjson alone is exact unless the text holds a long digit run or a big negative exponent
-    # (jsonparse): one look at the whole piece, then at blocks of lines, spares that look on
-    # every line (a line break stands before a number as the start of a text does).
-    suspect = jsonparse._suspect(piece.data)
+    # (jsonparse.suspect): one look at the whole piece, then at blocks of lines, spares that
+    # look on every line.
+    suspect = jsonparse.suspect(piece.data)
     out: list[Any] = []
+    append = out.append
     fast = orjson.loads
     for start in range(0, len(lines), SUSPECT_BLOCK):
         block = lines[start : start + SUSPECT_BLOCK]
-        loads = jsonparse.loads if suspect and jsonparse._suspect(b"\n".join(block)) else fast
+        loads = jsonparse.loads if suspect and jsonparse.suspect(b"\n".join(block)) else fast
         for n, line in enumerate(block, start=piece.first_line + start):
-            if not line.strip():
-                continue
             try:
-                out.append(loads(line))
+                append(loads(line))
             except ValueError as exc:  # orjson.JSONDecodeError, or nesting too deep
-                out.append(_NotJson(n, line.rstrip(b"\r"), str(exc)))
+                if line.strip():  # a blank line is no item (and not worth a look first)
+                    out.append(_NotJson(n, line.rstrip(b"\r"), str(exc)))
     return out
 
 

@@ -41,7 +41,11 @@ _CLASSES = bytes(_CLASSES)
 _DIGIT, _BOUNDARY, _SIGN = ord("0"), ord("|"), ord("s")
 
 
-def _suspect(body: bytes) -> bool:
+def suspect(body: bytes) -> bool:
+    """Whether `body` may hold a number that orjson would read altered (then `loads` parses it
+    again exactly). False for most texts; a match inside a string only costs the slow path.
+    Also a check of many JSON texts at once, joined by line breaks: a line break stands
+    before a number as the start of a text does."""
     shape = b"|" + bytes(body).translate(_CLASSES)
     if b"0" * 16 in shape:
         return True
@@ -99,7 +103,7 @@ def _refuse_constant(name: str) -> Any:
 def loads(body: bytes) -> Any:
     """Parse JSON; raises `orjson.JSONDecodeError` (a ValueError) for invalid JSON."""
     data = orjson.loads(body)
-    if not _suspect(body):
+    if not suspect(body):
         return data
     if sys.getrecursionlimit() < _DEPTH_HEADROOM + 200:
         sys.setrecursionlimit(_DEPTH_HEADROOM + 200)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import uuid
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +44,20 @@ EVENT_TYPES = (
     "text", "text", "bytea", "date",
 )
 JSONB_VERSION = b"\x01"
+# The rows themselves are encoded here, not by psycopg's row formatter: each value's binary
+# form is a few bytes and a length, and building them in one pass costs half of formatting a
+# tuple through a dumper per value (measured per event, on the collector and on files).
+_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # the format's header: no flags, no extension
+_TRAILER = b"\xff\xff"
+_NULL = b"\xff\xff\xff\xff"
+_ROW_HEAD = struct.pack(">hi", 13, 16)  # 13 fields, then the event id's 16 bytes
+_INT32 = struct.Struct(">i").pack
+_TIMESTAMP = struct.Struct(">iq").pack  # 8 bytes: microseconds since 2000-01-01 UTC
+_DATE = struct.Struct(">ii").pack  # 4 bytes: days since 2000-01-01
+_PAYLOAD_HEAD = struct.Struct(">ic").pack  # length, then jsonb's version byte
+_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_PG_DATE_EPOCH = _PG_EPOCH.date()
+_MICROSECOND = dt.timedelta(microseconds=1)
 REJECT_COLUMNS = "received_at, source, batch_index, errors, payload, raw_text"
 # How far back a retry is recognised across days (a mobile app may queue events offline).
 LOOKBACK_DAYS = 7
@@ -105,6 +119,45 @@ def _event_row(e: Event, s: Submission, day: dt.date) -> tuple:
         e.device_type, e.push_token, e.email, e.phone, s.source,
         JSONB_VERSION + e.payload_json.encode(), day,
     )
+
+
+def _text(value: str | None) -> bytes:
+    if value is None:
+        return _NULL
+    data = value.encode()
+    return _INT32(len(data)) + data
+
+
+def _timestamp(value: dt.datetime) -> bytes:
+    return _TIMESTAMP(8, (value - _PG_EPOCH) // _MICROSECOND)
+
+
+_TYPE_FIELDS: dict[str, bytes] = {}  # an event type's encoded field, per name
+
+
+def _encoded_rows(s: Submission, day: dt.date) -> list[bytes]:
+    """The binary COPY rows of `s`'s events, in EVENT_COLUMNS' order, one bytes per event."""
+    received, source = _timestamp(s.received_at), _text(s.source)
+    received_day = _DATE(4, (day - _PG_DATE_EPOCH).days)
+    types, text, epoch, us = _TYPE_FIELDS, _text, _PG_EPOCH, _MICROSECOND
+    rows = []
+    try:
+        for e in s.events:
+            kind = types.get(e.event_type)
+            if kind is None:
+                kind = types.setdefault(e.event_type, text(e.event_type))
+            payload = e.payload_json.encode()
+            rows.append(b"".join((
+                _ROW_HEAD, e.event_id.int.to_bytes(16), kind,
+                _TIMESTAMP(8, (e.event_ts - epoch) // us), received,
+                text(e.client_id), text(e.user_id), text(e.device_type), text(e.push_token),
+                text(e.email), text(e.phone), source,
+                _PAYLOAD_HEAD(len(payload) + 1, JSONB_VERSION), payload, received_day,
+            )))
+    except (UnicodeEncodeError, OverflowError) as exc:
+        # What psycopg's dumpers would refuse: a data error, so the flush isolates the event.
+        raise errors.DataError(f"{type(exc).__name__}: {exc}") from None
+    return rows
 
 
 def _rejection_row(r: Rejection, s: Submission) -> tuple:
@@ -230,42 +283,44 @@ async def _bisect(
 
 
 async def _store_events(conn: psycopg.AsyncConnection, subs: Sequence[Submission]) -> int:
-    rows: list[tuple] = []
+    rows: list[bytes] = []
     keys: list[tuple] = []
-    late: list[int] = []  # rows that may be retries of an event received on an earlier day
+    late: list[Event] = []  # events that may be retries of an event received on an earlier day
+    late_scopes: list[str] = []
     for s in _without_repeats(subs):
         scope, day = scope_of(s.source), s.received_day
         day_began = dt.datetime.combine(day, dt.time(), dt.UTC) + CLOCK_SKEW
-        first = len(rows)
-        rows += [_event_row(e, s, day) for e in s.events]
+        rows += _encoded_rows(s, day)
         keys += [(e.event_id.int, scope) for e in s.events]
-        late += [first + i for i, e in enumerate(s.events) if e.event_ts < day_began]
+        for e in s.events:
+            if e.event_ts < day_began:
+                late.append(e)
+                late_scopes.append(scope)
     if late:
-        stored = await _stored_earlier(conn, [keys[i] for i in late], min(received_days(subs)))
+        stored = await _stored_earlier(conn, late, late_scopes, min(received_days(subs)))
         if stored:
-            rows = [row for row, key in zip(rows, keys, strict=True) if key not in stored]
+            kept = [(row, key) for row, key in zip(rows, keys, strict=True) if key not in stored]
+            rows, keys = [row for row, _ in kept], [key for _, key in kept]
     if not rows:
         return 0
     # In key order, so two writers that meet on the same new events (a file's pieces loaded
     # side by side, two collector lanes) wait on each other in one direction, never in a cycle.
-    rows.sort(key=_row_key)
+    # By the id alone: the order of PostgreSQL's uuid (its 16 bytes, big-endian).
+    ids = [key[0] for key in keys]
+    data = b"".join([rows[i] for i in sorted(range(len(rows)), key=ids.__getitem__)])
     try:
         async with conn.transaction():  # a savepoint: a retry only undoes this COPY
-            await _copy_events(conn, "raw.events", rows)
+            await _copy_events(conn, "raw.events", data)
         return len(rows)
     except errors.UniqueViolation:
         pass
-    await _copy_events(conn, "incoming_events", rows)
+    await _copy_events(conn, "incoming_events", data)
     cur = await conn.execute(
         f"INSERT INTO raw.events ({EVENT_COLUMNS}) "
         f"SELECT {EVENT_COLUMNS} FROM incoming_events ORDER BY event_id ON CONFLICT DO NOTHING"
     )
     await conn.execute("DELETE FROM incoming_events")
     return cur.rowcount
-
-
-def _row_key(row: tuple) -> int:
-    return row[0].int  # the order of PostgreSQL's uuid (its 16 bytes, big-endian)
 
 
 def _without_repeats(subs: Sequence[Submission]) -> Sequence[Submission]:
@@ -291,14 +346,13 @@ def _without_repeats(subs: Sequence[Submission]) -> Sequence[Submission]:
 
 
 async def _stored_earlier(
-    conn: psycopg.AsyncConnection, keys: list[tuple], day: dt.date
+    conn: psycopg.AsyncConnection, events: list[Event], scopes: list[str], day: dt.date
 ) -> set[tuple]:
-    """Which of `keys` ((id as int, scope)) were received in the `LOOKBACK_DAYS` days before
-    `day`."""
+    """Which of `events` (each in its scope) were received in the `LOOKBACK_DAYS` days before
+    `day`, as keys (id as int, scope)."""
     cur = await conn.execute(
         STORED_EARLIER_SQL,
-        ([uuid.UUID(int=k[0]) for k in keys], [k[1] for k in keys],
-         day - dt.timedelta(days=LOOKBACK_DAYS), day),
+        ([e.event_id for e in events], scopes, day - dt.timedelta(days=LOOKBACK_DAYS), day),
     )
     return {(event_id.int, scope) for event_id, scope in await cur.fetchall()}
 
@@ -309,12 +363,14 @@ async def _store_rejections(conn: psycopg.AsyncConnection, subs: Sequence[Submis
         await _copy(conn, f"COPY raw.rejected_events ({REJECT_COLUMNS}) FROM STDIN", rows)
 
 
-async def _copy_events(conn: psycopg.AsyncConnection, table: str, rows: list[tuple]) -> None:
+async def _copy_events(conn: psycopg.AsyncConnection, table: str, data: bytes) -> None:
+    """COPY rows encoded by `_encoded_rows` (joined) into `table`."""
     statement = f"COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
     async with conn.cursor().copy(statement) as copy:
-        copy.set_types(EVENT_TYPES)
-        for row in rows:
-            await copy.write_row(row)
+        # Written as whole blocks, the format's header and trailer are ours to send.
+        await copy.write(_SIGNATURE)
+        await copy.write(data)
+        await copy.write(_TRAILER)
 
 
 async def _copy(conn: psycopg.AsyncConnection, statement: str, rows: list[tuple]) -> None:
