@@ -11,7 +11,9 @@ one run, so a busy machine weighs on both sides alike; prints the ratio of every
     deduplication, rejected lines, commits) into an empty raw.events.
 (r) the same file once more: every event is already stored, nothing new may be.
 Each round empties both tables first. Without --database-url a throw-away embedded
-PostgreSQL is used.
+PostgreSQL is used. Besides the rates, each side's CPU time per row is printed: the client's
+(this process for (c), `crm ingest` and its workers for (i)) and, when the server runs on this
+machine with its data folder as socket folder (the embedded one), PostgreSQL's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import orjson
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -76,6 +80,43 @@ def _rows(batch: list, received: dt.datetime, sub: Submission, seen: set) -> lis
             seen.add(e.event_id)
             out.append(storage._event_row(e, sub, sub.received_day))
     return out
+
+
+class ServerCpu:
+    """CPU seconds PostgreSQL used (its postmaster, live backends and the exited ones), read
+    from /proc when its postmaster.pid is in the URL's socket folder; else None."""
+
+    def __init__(self, url: str) -> None:
+        host = conninfo_to_dict(url).get("host") or ""
+        pid_file = Path(str(host)) / "postmaster.pid"
+        self.pid = int(pid_file.read_text().split()[0]) if pid_file.is_file() else None
+
+    def __call__(self) -> float | None:
+        if self.pid is None or not Path(f"/proc/{self.pid}").exists():
+            return None
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2 :].split()
+            if int(entry.name) == self.pid:  # its own time and its waited-for children's
+                ticks += sum(int(f) for f in fields[11:15])
+            elif int(fields[1]) == self.pid:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _per_row(seconds: float | None, rows: int) -> str:
+    return "?" if seconds is None else f"{seconds / rows * 1e6:.1f}"
 
 
 def plain_copy(url: str, rows: list[tuple]) -> float:
@@ -135,12 +176,18 @@ def main() -> None:
             size = path.stat().st_size
             print(f"file: {path.name}, {size / 1e6:,.0f} MB; {len(rows):,} distinct valid events "
                   f"(rows built in {time.perf_counter() - t0:.1f} s); {os.cpu_count()} cores")
+            server_cpu = ServerCpu(url)
             ratios, copy_rates, ingest_rates = [], [], []
             for r in range(1, args.rounds + 1):
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("TRUNCATE raw.events, raw.rejected_events")
+                s0, c0 = server_cpu(), time.process_time()
                 c_secs = plain_copy(url, rows)
+                s1, c1, i0 = server_cpu(), time.process_time(), _children_cpu()
                 i_secs, said = crm_ingest(url, path, args.workers)
+                s2, i1 = server_cpu(), _children_cpu()
+                c_server = None if s0 is None or s1 is None else s1 - s0
+                i_server = None if s1 is None or s2 is None else s2 - s1
                 n = stored(url)
                 if n != len(rows):
                     raise SystemExit(f"crm ingest stored {n:,} events, expected {len(rows):,}")
@@ -155,6 +202,10 @@ def main() -> None:
                       f"(i) crm ingest {i_rate:>8,.0f} events/s ({i_secs:.1f} s, {said}) = "
                       f"{i_rate / c_rate:.0%} of (c) | (r) again {r_secs:.1f} s, nothing new "
                       f"({said_again})", flush=True)
+                print(f"         CPU us per row: (c) client {_per_row(c1 - c0, len(rows))}, "
+                      f"server {_per_row(c_server, len(rows))} | (i) crm ingest "
+                      f"{_per_row(i1 - i0, len(rows))} (start-up included), server "
+                      f"{_per_row(i_server, len(rows))}", flush=True)
             print(f"median: (c) {statistics.median(copy_rates):,.0f} rows/s, (i) "
                   f"{statistics.median(ingest_rates):,.0f} events/s; (i)/(c) median "
                   f"{statistics.median(ratios):.0%}, worst {min(ratios):.0%}")
