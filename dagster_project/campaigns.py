@@ -107,6 +107,12 @@ def _table(rows: dict[str, int], what: str) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines) if rows else f"no {what}")
 
 
+def _shown(path: Path) -> str:
+    """A campaign file as the UI names it: relative to the repository, or where it is
+    (CRM_CAMPAIGNS_DIR folders are outside the checkout)."""
+    return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+
+
 def _campaign_asset(path: Path, campaign: Campaign) -> dg.AssetsDefinition:
     key = asset_key(campaign)
     how = (f"triggered by {campaign.audience.trigger} (its sensor)" if campaign.audience.trigger
@@ -115,8 +121,8 @@ def _campaign_asset(path: Path, campaign: Campaign) -> dg.AssetsDefinition:
     @dg.asset(
         key=key, deps=reads(campaign), group_name=GROUP, kinds={"python"},
         description=f"{campaign.description or campaign.name} Sends: {how}; "
-        f"send time: {campaign.send_time}; file: {path.relative_to(REPO_ROOT)}.",
-        metadata={"campaign_file": str(path.relative_to(REPO_ROOT))},
+        f"send time: {campaign.send_time}; file: {_shown(path)}.",
+        metadata={"campaign_file": _shown(path)},
     )
     def run(context: dg.AssetExecutionContext, config: CampaignRunConfig, crm_db: CrmDatabase,
             push: PushServices) -> dg.MaterializeResult:
