@@ -10,14 +10,26 @@ million events take seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from simulator.config import SimConfig
-from simulator.stream import SimChunk, simulate_chunks
-from simulator.truth import TRUTH_TABLES
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from simulator.stream import SimChunk, simulate_chunks
 
 __all__ = ["SimChunk", "SimConfig", "Simulation", "run_id_for", "simulate", "simulate_chunks"]
+
+
+def __getattr__(name: str) -> Any:
+    # The generator (polars, scipy) loads on first use, not with the package: every `crm`
+    # command imports the simulator's CLI module, and most of them never simulate.
+    if name in ("SimChunk", "simulate_chunks"):
+        from simulator import stream
+
+        return getattr(stream, name)
+    raise AttributeError(f"module 'simulator' has no attribute {name!r}")
 
 
 def run_id_for(cfg: SimConfig) -> str:
@@ -37,6 +49,11 @@ class Simulation:
 
 def simulate(cfg: SimConfig, chunk_visitors: int | None = None) -> Simulation:
     """The whole run in memory (all people in one chunk unless `chunk_visitors` is given)."""
+    import polars as pl
+
+    from simulator.stream import simulate_chunks
+    from simulator.truth import TRUTH_TABLES
+
     lines: list[pl.Series] = []
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in TRUTH_TABLES}
     for chunk in simulate_chunks(cfg, chunk_visitors=chunk_visitors):
