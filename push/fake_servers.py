@@ -82,6 +82,13 @@ class FakePush:
         }
         return self.env
 
+    def delivery_ids(self) -> list[str]:
+        """The delivery id of every push either fake received (FCM data, APNs custom keys),
+        in arrival order per service, repeats included."""
+        apns = self.apns.received if self.apns is not None else []
+        return ([m["data"]["delivery_id"] for m in self.fcm.received]
+                + [m["payload"]["delivery_id"] for m in apns])
+
     def stop(self) -> None:
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True

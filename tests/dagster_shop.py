@@ -20,6 +20,7 @@ import pytest
 
 from collector.ingest import ingest_items
 from crm.settings import PROJECT_ROOT
+from push.fake_servers import FakePush
 from simulator import SimConfig, simulate
 from tests.conftest import DBT_SCHEMAS, free_port
 
@@ -43,6 +44,19 @@ def dagster_env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             instance.wipe()
             instance.schedule_storage.wipe()
         yield home
+
+
+@pytest.fixture(scope="module")
+def fake_push(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePush]:
+    """The fake FCM and APNs, their settings in the environment (as `crm fake-push` prints
+    them): the push resource and `crm ui`'s runs build the real senders from these."""
+    fake = FakePush(tmp_path_factory.mktemp("fake-push"))
+    env = fake.start()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        yield fake
+    fake.stop()
 
 
 def fill_shop(database_url: str, visitors: int = 300, days: int = 30, seed: int = 5) -> None:

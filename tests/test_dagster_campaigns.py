@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +18,7 @@ from crm.transform import transform
 from ml.train import train
 from push.fake_servers import FakePush
 from push.run import deliver_due
-from tests.dagster_shop import dagster_env, fill_shop  # noqa: F401
+from tests.dagster_shop import dagster_env, fake_push, fill_shop  # noqa: F401
 from tests.warehouse import insert_raw_event
 
 pytestmark = [pytest.mark.slow]
@@ -82,21 +81,8 @@ def test_the_nightly_job_sends_the_scheduled_campaign_not_the_reminder(
 
 
 @pytest.fixture(scope="module")
-def fake_push(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePush]:
-    """The fake FCM and APNs, their settings in the environment (as `crm fake-push` prints
-    them): the push resource builds the real senders from these."""
-    fake = FakePush(tmp_path_factory.mktemp("fake-push"))
-    env = fake.start()
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def shop(database_url: str, dagster_env: Path,  # noqa: F811
-         fake_push: FakePush) -> str:
+         fake_push: FakePush) -> str:  # noqa: F811
     """300 simulated visitors for a month through the collector's validation, dbt and
     `crm train`; an empty ledger."""
     fill_shop(database_url, visitors=300)
@@ -125,15 +111,8 @@ def _checks(result: dg.ExecuteInJobResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
-def _received_ids(fake: FakePush) -> list[str]:
-    """The delivery ids the fake servers received (FCM data, APNs custom keys)."""
-    assert fake.apns is not None
-    return [m["data"]["delivery_id"] for m in fake.fcm.received] + [
-        m["payload"]["delivery_id"] for m in fake.apns.received]
-
-
 def test_materialising_the_nightly_campaign_sends_to_the_fake_services(
-        shop: str, defs: dg.Definitions, fake_push: FakePush) -> None:
+        shop: str, defs: dg.Definitions, fake_push: FakePush) -> None:  # noqa: F811
     midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=30, microsecond=0)
     first = _materialise(defs, NIGHTLY, {"now": midnight.isoformat()})
     assert first.success, [e.message for e in first.all_events if e.is_failure]
@@ -159,7 +138,7 @@ def test_materialising_the_nightly_campaign_sends_to_the_fake_services(
     assert sent and meta["sent"] + later["sent"] == len(sent)
     assert statuses.get("planned", 0) == 0, statuses
     # Each sent row reached a fake service exactly once, carrying its delivery id.
-    received = [d for d in _received_ids(fake_push) if d in set(sent)]
+    received = [d for d in fake_push.delivery_ids() if d in set(sent)]
     assert sorted(received) == sorted(sent)
     assert _checks(rest) == {"one_row_per_person_and_run": True, "within_frequency_caps": True}
 
@@ -277,7 +256,7 @@ def _event(conn: psycopg.Connection, event_type: str, account: str, at: dt.datet
 
 
 def test_the_abandoned_cart_sensor_reminds_once_and_not_after_an_order(
-        shop: str, defs: dg.Definitions, fake_push: FakePush) -> None:
+        shop: str, defs: dg.Definitions, fake_push: FakePush) -> None:  # noqa: F811
     sensor = defs.resolve_sensor_def("abandoned_cart_reminders")
     now = dt.datetime.now(dt.UTC)
     tag = uuid.uuid4().hex[:8]

@@ -24,7 +24,7 @@ from dagster_graphql import DagsterGraphQLClient
 
 from push.fake_servers import FakePush
 from tests.conftest import DBT_SCHEMAS
-from tests.dagster_shop import crm_ui, dagster_env, graphql  # noqa: F401
+from tests.dagster_shop import crm_ui, dagster_env, fake_push, graphql  # noqa: F401
 from tests.push_shop import TABLES
 
 pytestmark = [
@@ -38,17 +38,6 @@ CAMPAIGN = "flash_sale"
 NOW = "2026-06-10T12:00:00+00:00"
 NODES = "{ assetNodes { assetKey { path } hasAssetChecks } }"
 ENDED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-
-
-@pytest.fixture(scope="module")
-def fakes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePush]:
-    fake = FakePush(tmp_path_factory.mktemp("fake-push"))
-    env = fake.start()
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +67,6 @@ def shop(database_url: str, dagster_env: Path,  # noqa: F811
         conn.execute("TRUNCATE push.deliveries")
         for schema in ("crm", "ml"):
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
-def _received(fakes: FakePush) -> Counter[str]:
-    assert fakes.apns is not None
-    return Counter([m["data"]["delivery_id"] for m in fakes.fcm.received]
-                   + [m["payload"]["delivery_id"] for m in fakes.apns.received])
 
 
 def _launch(client: DagsterGraphQLClient) -> str:
@@ -121,7 +104,7 @@ class Ui:
 
 
 @pytest.fixture(scope="module")
-def ui(shop: str, fakes: FakePush) -> Iterator[Ui]:
+def ui(shop: str, fake_push: FakePush) -> Iterator[Ui]:  # noqa: F811
     with ExitStack() as stack:
         url, proc = stack.enter_context(crm_ui())
         yield Ui(url, proc, stack)
@@ -138,22 +121,22 @@ def test_crm_ui_serves_the_graph_and_its_checks(ui: Ui) -> None:
 
 
 def test_terminating_a_campaign_run_in_dagster_sends_nothing_twice(
-        ui: Ui, shop: str, fakes: FakePush) -> None:
-    assert fakes.apns is not None
+        ui: Ui, shop: str, fake_push: FakePush) -> None:  # noqa: F811
+    assert fake_push.apns is not None
     # answers take 0.2 s: requests are in flight at any moment of the run
-    fakes.fcm.delay = fakes.apns.delay = 0.2
+    fake_push.fcm.delay = fake_push.apns.delay = 0.2
     client = ui.client
     run_id = _launch(client)
     deadline = time.monotonic() + 180
-    while sum(_received(fakes).values()) < PEOPLE // 4:
+    while len(fake_push.delivery_ids()) < PEOPLE // 4:
         status = client.get_run_status(run_id)
         assert status not in ENDED, f"the run ended ({status}) before it was terminated"
         assert time.monotonic() < deadline, "the run did not get going"
         time.sleep(0.05)
     client.terminate_run(run_id)
-    at_signal = sum(_received(fakes).values())
+    at_signal = len(fake_push.delivery_ids())
     assert _wait_end(client, run_id, 90) == DagsterRunStatus.CANCELED
-    after_stop = _received(fakes)
+    after_stop = Counter(fake_push.delivery_ids())
     ledger = _ledger(shop)
     sent, left = ledger[("sent", 1)], ledger[("planned", 0)]
     print(f"at termination {at_signal} received; settled: {ledger}")
@@ -164,7 +147,7 @@ def test_terminating_a_campaign_run_in_dagster_sends_nothing_twice(
 
     # Resumed from the terminal (a second Dagster run would cost another run process):
     # the ledger, not the way in, decides what is left.
-    fakes.fcm.delay = fakes.apns.delay = 0.0
+    fake_push.fcm.delay = fake_push.apns.delay = 0.0
     resumed = subprocess.run([sys.executable, "-m", "crm", "campaign", "run", CAMPAIGN,
                               "--now", NOW], capture_output=True, text=True, timeout=120)
     assert resumed.stdout.strip().endswith(f"sent={left} skipped=0 failed=0"), resumed
@@ -172,7 +155,7 @@ def test_terminating_a_campaign_run_in_dagster_sends_nothing_twice(
     with psycopg.connect(shop) as conn:
         ids = {d for (d,) in conn.execute(
             "SELECT delivery_id::text FROM push.deliveries WHERE campaign = %s", (CAMPAIGN,))}
-    received = _received(fakes)
+    received = Counter(fake_push.delivery_ids())
     assert len(ids) == PEOPLE and set(received) == ids  # 0 lost
     assert set(received.values()) == {1}  # 0 sent twice
 

@@ -42,12 +42,6 @@ def _fill(shop: Shop, n: int) -> None:
                     FROM generate_series(1, %s) AS i""", n)
 
 
-def _received(fakes: FakePush) -> Counter[str]:
-    assert fakes.apns is not None
-    return Counter([m["data"]["delivery_id"] for m in fakes.fcm.received]
-                   + [m["payload"]["delivery_id"] for m in fakes.apns.received])
-
-
 def _cli(shop: Shop, fakes: FakePush, *args: str) -> subprocess.Popen:
     env = {**os.environ, **fakes.env, "CRM_DATABASE_URL": shop.url}
     return subprocess.Popen([sys.executable, "-m", "crm", "campaign", "run", *args], env=env,
@@ -67,19 +61,19 @@ def test_stopped_run_sends_nothing_twice(shop: Shop, fakes: FakePush, tmp_path: 
     fakes.fcm.delay = fakes.apns.delay = 0.2
     proc = _cli(shop, fakes, *args)
     deadline = time.monotonic() + 90
-    while sum(_received(fakes).values()) < PEOPLE // 4:
+    while len(fakes.delivery_ids()) < PEOPLE // 4:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run did not get going"
         time.sleep(0.005)
     proc.send_signal(signum)
-    at_signal = sum(_received(fakes).values())
+    at_signal = len(fakes.delivery_ids())
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, (out, err)
     stopped = re.search(rf"stopped by {signum.name}: (\d+) sent, (\d+) left planned;", out)
     assert stopped, (out, err)
     sent, left = int(stopped[1]), int(stopped[2])
     print(f"at the signal {at_signal} received; the stopped run said: {out.strip()!r}")
-    after_stop = _received(fakes)
+    after_stop = Counter(fakes.delivery_ids())
     # the requests in flight at the signal were answered and committed, not abandoned
     assert sum(after_stop.values()) > at_signal
     ledger = Counter(shop.execute(
@@ -92,7 +86,7 @@ def test_stopped_run_sends_nothing_twice(shop: Shop, fakes: FakePush, tmp_path: 
     ids = {d for (d,) in shop.execute(
         "SELECT delivery_id::text FROM push.deliveries WHERE campaign = 'flash_sale' "
         "AND status = 'sent'")}
-    received = _received(fakes)
+    received = Counter(fakes.delivery_ids())
     assert len(ids) == PEOPLE and set(received) == ids  # 0 lost
     assert set(received.values()) == {1}  # 0 sent twice
     assert {m["token"] for m in fakes.fcm.received} | {m["token"] for m in
