@@ -28,6 +28,7 @@ def test_the_embedded_server_runs_with_the_project_settings(database_url: str) -
     # Zero-filled WAL segments stalled every commit for 60-220 ms after a bulk load.
     assert show(database_url, "wal_init_zero") == "off"
     assert show(database_url, "max_wal_size") == "4GB"
+    assert show(database_url, "backend_flush_after") == "256kB"
     for name, value in SERVER_SETTINGS.items():
         assert show(database_url, name).lower() == value.lower(), name
 
