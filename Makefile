@@ -18,9 +18,12 @@ install: $(STAMP)
 demo: install
 	$(BIN)/crm demo
 
+# The test files in parallel, one worker per core (each with its own PostgreSQL); a file's
+# tests stay on one worker, so module fixtures (a built warehouse, a Dagster instance) are
+# made once.
 test: install browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

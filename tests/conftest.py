@@ -25,8 +25,13 @@ from crm import keys
 from crm.db.embedded import EmbeddedPostgres
 from crm.db.migrate import migrate
 
-# pytest takes hooks from a conftest by name: the summary of required / optional components.
-from tests.requirements import pytest_terminal_summary  # noqa: F401
+# pytest takes hooks from a conftest by name: the summary of required / optional components
+# (and, under pytest-xdist, the workers' checks brought to the process that prints it).
+from tests.requirements import (  # noqa: F401
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+    pytest_testnodedown,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -10,14 +10,15 @@ PostgreSQL) and how their absence is handled.
 (`.ci/run` sets it): CI must not turn green because a test quietly did not run. `optional`
 records a component that may be missing anywhere; the test decides what to do without it
 (skip, or a fallback). Both are listed, present or not, at the end of the pytest run
-(`pytest_terminal_summary`, which tests/conftest.py takes from here; `-p tests.requirements`
-loads it as a plugin elsewhere).
+(`pytest_terminal_summary`, which tests/conftest.py takes from here with the two hooks that
+bring the checks of pytest-xdist's worker processes to the process that prints the summary;
+`-p tests.requirements` loads them as a plugin elsewhere).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import pytest
 
@@ -61,6 +62,20 @@ def optional(name: str, available: bool, reason: str) -> bool:
     """Record a component that may be missing even in CI; returns `available`."""
     _record(name, available, reason, optional=True)
     return bool(available)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: hand this worker's checks to the controlling process."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["components"] = [astuple(c) for c in _checked.values()]
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown without the plugin
+def pytest_testnodedown(node: object, error: object) -> None:
+    """In the controlling process: take in the checks of a worker that finished."""
+    for fields in getattr(node, "workeroutput", {}).get("components", []):
+        _record(*fields)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

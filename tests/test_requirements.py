@@ -31,7 +31,8 @@ def test_minifier_is_optional():
 '''
 
 
-def _pytest(folder: Path, require_all: str | None) -> subprocess.CompletedProcess[str]:
+def _pytest(folder: Path, require_all: str | None, *options: str
+            ) -> subprocess.CompletedProcess[str]:
     (folder / "test_tiny.py").write_text(TINY, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "CRM_REQUIRE_ALL"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -39,7 +40,7 @@ def _pytest(folder: Path, require_all: str | None) -> subprocess.CompletedProces
         env["CRM_REQUIRE_ALL"] = require_all
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.requirements", "-p", "no:cacheprovider",
-         "-rs", "test_tiny.py"],
+         "-rs", *options, "test_tiny.py"],
         cwd=folder, env=env, capture_output=True, text=True, timeout=120,
     )
 
@@ -56,9 +57,14 @@ def _components(out: str) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("require_all", [None, "0", ""])
-def test_missing_component_skips_by_default(tmp_path: Path, require_all: str | None) -> None:
-    run = _pytest(tmp_path, require_all)
+@pytest.mark.parametrize(("require_all", "options"), [
+    (None, ()), ("0", ()), ("", ()),
+    # `make test` runs the suite in pytest-xdist workers: their checks reach the summary too
+    (None, ("-n", "2")),
+])
+def test_missing_component_skips_by_default(tmp_path: Path, require_all: str | None,
+                                            options: tuple[str, ...]) -> None:
+    run = _pytest(tmp_path, require_all, *options)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 passed, 1 skipped" in run.stdout
     assert "unicorn is missing: no unicorn in this stable" in run.stdout
