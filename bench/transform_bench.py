@@ -5,6 +5,12 @@ times `dbt build --full-refresh` (what `crm transform --full-refresh` runs) and 
 
     .venv/bin/python bench/transform_bench.py                         # 10,500 visitors x 30 days
     .venv/bin/python bench/transform_bench.py --visitors 1000 --verify
+    .venv/bin/python bench/transform_bench.py --days 150 --increment-events 9531 --verify
+
+--days 150 is the same shop (10,500 people) over five times the history, about 5 M events;
+--increment-events first adds a fixed number of events (the 1 M run's 1 %), timed on its
+own, before the --increment share, so both "the same new data on a longer history" and "1 %
+of it" are measured in one run.
 
 The stream is split in arrival order: the first 99 % is the initial load, the last 1 % the
 increment (the newest events plus the late ones that arrive with them), so the incremental run
@@ -66,12 +72,15 @@ def model_times(target: Path) -> list[tuple[str, float, str]]:
     return sorted(out, key=lambda t: -t[1])
 
 
-def test_times(target: Path) -> list[tuple[str, float]]:
+def test_times(target: Path, kind: str = "test.") -> list[tuple[str, float]]:
     """(data test name, seconds) of every test in the last run, slowest first: `dbt build`
-    runs every test on each build, so their share is part of what an increment costs."""
+    runs every test on each build, so their share is part of what an increment costs.
+    kind "unit_test." gives the unit tests instead."""
     data = json.loads((target / "run_results.json").read_text())
-    out = [(str(r["unique_id"]).split(".")[2], float(r["execution_time"]))
-           for r in data["results"] if str(r["unique_id"]).startswith("test.")]
+    # test.<project>.<name>.<hash>; unit_test.<project>.<model>.<name>
+    part = 2 if kind == "test." else -1
+    out = [(str(r["unique_id"]).split(".")[part], float(r["execution_time"]))
+           for r in data["results"] if str(r["unique_id"]).startswith(kind)]
     return sorted(out, key=lambda t: -t[1])
 
 
@@ -101,19 +110,22 @@ def report(title: str, seconds: float, target: Path, top: int) -> None:
     total_models = sum(t for _, t, _ in times)
     tests = test_times(target)
     total_tests = sum(t for _, t in tests)
+    units = test_times(target, "unit_test.")
     print(f"{title}: {seconds:.1f} s wall (models {total_models:.1f} s, "
-          f"{len(tests)} tests {total_tests:.1f} s)")
+          f"{len(tests)} tests {total_tests:.1f} s, {len(units)} unit tests "
+          f"{sum(t for _, t in units):.1f} s; summed over threads)")
     for name, t, _status in times[:top]:
         print(f"    {name:<28} {t:7.2f} s")
     for name, t in tests[: max(top // 2, 1)]:
         print(f"    test {name[:60]:<60} {t:6.2f} s")
 
 
-def ingest(database_url: str, items: list[dict[str, Any]], label: str) -> None:
+def ingest(database_url: str, lines: list[str], label: str) -> None:
     from collector.ingest import ingest_items
 
     t0 = time.perf_counter()
-    s = ingest_items(items, database_url=database_url, source=f"ingest:{label}", progress=False)
+    s = ingest_items((orjson.loads(line) for line in lines), database_url=database_url,
+                     source=f"ingest:{label}", progress=False)
     dt = time.perf_counter() - t0
     print(f"ingest {label}: {s.accepted:,} accepted, {s.rejected:,} rejected in {dt:.1f} s")
 
@@ -124,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--increment", type=float, default=0.01, help="share of events added last")
+    ap.add_argument("--increment-events", type=int, default=0,
+                    help="a fixed number of events added (and timed) before the --increment share")
     ap.add_argument("--top", type=int, default=8, help="models listed per run")
     ap.add_argument("--verify", action="store_true",
                     help="full refresh at the end and compare the marts with the incremental run")
@@ -145,23 +159,34 @@ def main(argv: list[str] | None = None) -> None:
 
             t0 = time.perf_counter()
             sim = simulate(SimConfig(visitors=args.visitors, days=args.days, seed=args.seed))
-            items = [orjson.loads(line) for line in sim.lines]
+            # Parsed as ingested (a generator per slice): 5 M parsed events at once would
+            # take several GB.
+            items = sim.lines.to_list()
             n_inc = int(len(items) * args.increment)
+            n_fixed = args.increment_events
             print(f"simulated {len(items):,} events ({args.visitors:,} visitors x "
-                  f"{args.days} days) in {time.perf_counter() - t0:.1f} s; increment {n_inc:,}")
-            ingest(url, items[: len(items) - n_inc], "base")
+                  f"{args.days} days) in {time.perf_counter() - t0:.1f} s; increments "
+                  f"{n_fixed:,} + {n_inc:,}")
+            base_end = len(items) - n_inc - n_fixed
+            ingest(url, items[:base_end], "base")
 
             target = work / "target"
             full_s, _ = build(url, target, full_refresh=True)
             report("full refresh (dbt build --full-refresh)", full_s, target, args.top)
+            print(f"FULL_REFRESH events={base_end:,} full_s={full_s:.1f} "
+                  f"us_per_event={full_s / max(base_end, 1) * 1e6:.1f}")
 
-            ingest(url, items[len(items) - n_inc:], "increment")
-            inc_s, _ = build(url, target, full_refresh=False)
-            report(f"incremental (dbt build) after +{args.increment:.0%}", inc_s, target,
-                   args.top)
-            # The target is a ratio measured in one run, so a busy machine slows both sides.
-            print(f"RATIO incremental/full_refresh={inc_s / full_s:.3f} "
-                  f"(target <= 0.200) events={len(items):,} full_s={full_s:.1f} inc_s={inc_s:.1f}")
+            increments = [(f"+{n_fixed:,} events", items[base_end:base_end + n_fixed])] \
+                if n_fixed else []
+            increments.append((f"+{args.increment:.0%}", items[len(items) - n_inc:]))
+            for label, batch in increments:
+                ingest(url, batch, "increment")
+                inc_s, _ = build(url, target, full_refresh=False)
+                report(f"incremental (dbt build) after {label}", inc_s, target, args.top)
+                # A ratio measured in one run, so a busy machine slows both sides.
+                print(f"RATIO incremental/full_refresh={inc_s / full_s:.3f} (target <= 0.200)"
+                      f" increment={len(batch):,} events={len(items):,} full_s={full_s:.1f}"
+                      f" inc_s={inc_s:.1f}")
 
             with psycopg.connect(url) as conn:
                 n_sessions = conn.execute("select count(*) from crm.fct_sessions").fetchone()[0]

@@ -1,7 +1,7 @@
 """Which rows the data tests read: the whole table on a full refresh, only the rows the
-build just wrote (received within lookback_days of the newest) on an incremental build
+newest build wrote (stg_events' loaded_at stamp) on an incremental build
 (dbt/macros/test_scope.sql). Checked on a real dbt build by planting a bad value in
-staging, once outside and once inside the incremental window."""
+staging, once on a row an earlier build wrote and once on one of the newest build's rows."""
 
 from __future__ import annotations
 
@@ -17,12 +17,15 @@ pytestmark = pytest.mark.slow
 
 
 def plant_bad_event_type(url: str, event_id: str, days_ago: int | None = None) -> None:
-    """An event_type outside accepted_values on one stored row; moved to `days_ago` ago if
-    given (else it keeps its received_at, so the next build does not reload it from raw)."""
+    """An event_type outside accepted_values on one stored row; if `days_ago` is given, as
+    if received and written there by a build that long ago (received_at and loaded_at moved
+    back; else both stay, so the next build neither reloads it from raw nor takes it for an
+    earlier build's row)."""
     with psycopg.connect(url) as conn:
-        conn.execute("update staging.stg_events set event_type = 'bogus', received_at ="
-                     " coalesce(now() - make_interval(days => %s), received_at)"
-                     " where event_id = %s", (days_ago, event_id))
+        conn.execute("update staging.stg_events set event_type = 'bogus',"
+                     " received_at = coalesce(now() - make_interval(days => %s), received_at),"
+                     " loaded_at = loaded_at - coalesce(make_interval(days => %s), interval '0')"
+                     " where event_id = %s", (days_ago, days_ago, event_id))
 
 
 def test_incremental_build_tests_new_rows_and_full_refresh_tests_all(
@@ -33,11 +36,12 @@ def test_incremental_build_tests_new_rows_and_full_refresh_tests_all(
     shop.transform()
     old, recent = "00000000-0000-4000-8000-000000000000", "00000001-0000-4000-8000-000000000000"
 
-    # Received 10 days ago (lookback is 3): written by an earlier build, not re-checked.
+    # Written by a build 10 days ago: not one of the newest build's rows, not re-checked.
     plant_bad_event_type(database_url, old, days_ago=10)
     shop.transform()
 
-    # Inside the window: the incremental build's accepted_values test reads it and fails.
+    # One of the newest build's rows: the incremental build's accepted_values test reads it
+    # and fails.
     plant_bad_event_type(database_url, recent)
     with pytest.raises(TransformError) as failed:
         shop.transform()

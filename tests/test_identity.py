@@ -50,7 +50,10 @@ class Identity(Warehouse):
             "push_tokens": "select * from crm.push_tokens order by id",
             "public_devices": "select * from crm.public_devices order by client_id",
             "user_id_history": "select * from crm.user_id_history order by old_user_id",
-            "int_event_person": "select * from intermediate.int_event_person order by event_id",
+            # without staged_at: which run staged a row differs between run sequences
+            "int_event_person": "select event_id, user_id, event_ts, client_id, push_token, "
+                                "device_type, resolved_by, event_type, received_at, account_id, "
+                                "email, phone from intermediate.int_event_person order by event_id",
         }
         return {name: self.rows(sql) for name, sql in tables.items()}
 

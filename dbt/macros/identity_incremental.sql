@@ -42,6 +42,29 @@
 {%- endmacro %}
 
 
+{#- The newest loaded_at (the stamp of the dbt run that wrote a row) of `relation`, as a
+    timestamptz literal computed now: rows of an upstream model stamped later are the ones
+    written since `relation` last took any. A literal, not a subquery, so the planner sees
+    how few rows are above it and reads them through the loaded_at index. -inf when the
+    column is new (the first run after an upgrade reads everything once). -#}
+{% macro loaded_at_watermark(relation, column='loaded_at') -%}
+    {%- if execute -%}
+        {%- set sql -%}
+            select coalesce(max({{ column }}), '-infinity'::timestamptz)::text from {{ relation }}
+        {%- endset -%}
+        '{{ run_query(sql).columns[0].values()[0] }}'::timestamptz
+    {%- else -%}
+        '-infinity'::timestamptz
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The stamp of the rows this dbt run writes (all models of one `dbt build` share it). -#}
+{% macro run_loaded_at() -%}
+    '{{ run_started_at.isoformat() }}'::timestamptz
+{%- endmacro %}
+
+
 {#- Post-hook: ANALYZE a freshly built table once (nothing has statistics right after a full
     build, and the estimates the incremental runs' plans rely on need them). Later runs
     skip it: the planner reads the newest received_at from the index anyway. -#}

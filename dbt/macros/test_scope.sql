@@ -2,7 +2,8 @@
     is a full refresh. Such a test is configured with `where: "recent_rows"` (dbt_project.yml,
     per folder): on `dbt build --full-refresh` it reads the whole table; on an incremental
     build only
-      - the rows stamped by the newest run (loaded_at / max_loaded_at: exact), or
+      - the rows stamped by the newest run (loaded_at / max_loaded_at: exact; stg_events,
+        int_session_events, int_sessions), or
       - the rows received within lookback_days of the newest row (received_at: the window
         the incremental models re-read).
     Why that is enough: a row an incremental build did not write was checked when it was

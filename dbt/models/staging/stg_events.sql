@@ -3,7 +3,10 @@
     order, or a copy received earlier than the stored one) and stores the event_ids not
     stored yet, or stored from a later-received copy, so the table equals a full rebuild
     after any sequence of runs. Late events (old event_ts, new received_at) are new rows
-    like any other, however late: downstream models re-open what they touch. -#}
+    like any other, however late: downstream models re-open what they touch. Each row
+    carries loaded_at, the stamp of the run that wrote it (a replaced copy gets the new
+    one), so downstream models and tests read exactly the rows written since their last run
+    instead of re-reading the lookback window. -#}
 {{
     config(
         materialized='incremental',
@@ -13,6 +16,7 @@
         indexes=[
             {'columns': ['event_id'], 'unique': True},
             {'columns': ['received_at']},
+            {'columns': ['loaded_at']},
         ],
         pre_hook=["{{ identity_work_mem() }}"],
         post_hook=["{{ analyze_if_new() }}"],
@@ -134,7 +138,11 @@ renamed as (
             then payload -> 'recommended_products' end as recommended_products,
 
         -- the event as sent, for fields not typed above
-        payload
+        payload,
+
+        -- the dbt run that wrote this row: downstream incremental models and the data tests
+        -- read the rows stamped after what they have seen, not a received_at window
+        {{ run_loaded_at() }} as loaded_at
 
     from deduplicated
 

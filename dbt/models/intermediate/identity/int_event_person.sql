@@ -12,9 +12,9 @@
     on every run, and the resolution of every identifier it used last time is kept in
     intermediate.int_event_person_state (written by this model's post-hook, in the same
     transaction). A run recomputes, and delete+inserts on event_id, only
-      - events new in stg_events (received after the newest row here minus
-        `lookback_days`, not stored yet with that received_at: a copy received
-        earlier than the stored one replaces it),
+      - events new in stg_events (stamped by a run after the newest stamp here, not
+        stored yet with that received_at: a copy received earlier than the stored one
+        replaces it),
       - events without an account carrying an identifier whose role, person or first
         account changed since the last run (appeared or vanished too),
       - every event of a shared device that got a new event or whose own resolution changed
@@ -36,6 +36,7 @@
             {'columns': ['email']},
             {'columns': ['phone']},
             {'columns': ['push_token']},
+            {'columns': ['staged_at']},
         ],
         pre_hook=["{{ identity_work_mem() }}"],
         post_hook=["{{ save_event_person_state() }}", "{{ analyze_if_new() }}"],
@@ -53,11 +54,15 @@
             identifier=this.identifier ~ '_state') -%}
     {%- set stored = adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
     {%- set incremental = state is not none and 'received_at' in stored
-            and 'account_id' in stored and 'email' in stored and 'phone' in stored -%}
+            and 'account_id' in stored and 'email' in stored and 'phone' in stored
+            and 'staged_at' in stored -%}
 {%- endif -%}
 {%- if incremental -%}
-    {#- The watermark as a literal, so the planner sees how many rows are above it. -#}
-    {%- set since = received_at_watermark(this) -%}
+    {#- The watermark as a literal, so the planner sees how many rows are above it: the
+        newest stg_events stamp (loaded_at) taken here. Exact, where a received_at window
+        re-read every event received in the last `lookback_days` (after a backfill, all
+        of history). -#}
+    {%- set since = loaded_at_watermark(this, 'staged_at') -%}
 {%- endif %}
 
 with
@@ -81,10 +86,10 @@ new_events as (
     -- rows stg_events stored since the last run, with the device of the copy they replace
     select s.event_id, s.event_type, s.event_ts, s.received_at, s.user_id as account_id,
         s.client_id, s.email, s.phone, s.push_token, s.device_type,
-        t.client_id as replaced_client_id
+        s.loaded_at as staged_at, t.client_id as replaced_client_id
     from {{ ref('stg_events') }} as s
     left join {{ this }} as t on t.event_id = s.event_id
-    where s.received_at > {{ since }}
+    where s.loaded_at > {{ since }}
         and (t.event_id is null or t.received_at <> s.received_at)
 
 ),
@@ -146,11 +151,11 @@ stored_affected as (
 events as (
 
     select event_id, event_type, event_ts, received_at, account_id, client_id, email, phone,
-        push_token, device_type
+        push_token, device_type, staged_at
     from new_events
     union all
     select event_id, event_type, event_ts, received_at, account_id, client_id, email, phone,
-        push_token, device_type
+        push_token, device_type, staged_at
     from stored_affected
     where event_id not in (select event_id from new_events)
 
@@ -161,7 +166,7 @@ events as (
 events as (
 
     select event_id, event_type, event_ts, received_at, user_id as account_id, client_id,
-        email, phone, push_token, device_type
+        email, phone, push_token, device_type, loaded_at as staged_at
     from {{ ref('stg_events') }}
 
 ),
@@ -232,6 +237,7 @@ attributed as (
         e.phone,
         e.push_token,
         e.device_type,
+        e.staged_at,
         case
             when e.account_id is not null then 'account'
             when c.role in ('owned', 'anonymous') then 'client_id'
@@ -278,5 +284,8 @@ select
     received_at,
     account_id,
     email,
-    phone
+    phone,
+    -- the stg_events stamp (loaded_at) of the row this one was built from: the next run
+    -- reads the stg_events rows stamped later
+    staged_at
 from attributed

@@ -2,8 +2,8 @@
     with the dbt run that first loaded them (loaded_at). int_sessions re-sessionises exactly
     the devices whose events have a newer stamp than it has seen, so it needs no guess about
     what is new (a received_at lookback alone would re-read every event loaded in the last
-    few days). Incremental like stg_events: re-read from its received_at watermark, insert
-    only event_ids not here yet. -#}
+    few days). Incremental: reads the stg_events rows stamped (loaded_at) after its own
+    newest row, inserts only event_ids not here yet. -#}
 {{
     config(
         materialized='incremental',
@@ -27,9 +27,9 @@ events as (
         -- nothing to key a session on (a junk ClientID and no account)
         and coalesce(client_id, user_id) is not null
     {% if is_incremental() %}
-        -- New since the last run (with the staging margin for out-of-order commits);
-        -- late events are new rows here too, whatever their event time.
-        and received_at > {{ received_at_watermark(this) }}
+        -- Rows stg_events wrote since this model's newest row (its loaded_at is the
+        -- same run's stamp); late events are new rows here too, whatever their event time.
+        and loaded_at > {{ loaded_at_watermark(this) }}
     {% endif %}
 
 ),
@@ -54,7 +54,7 @@ final as (
             as session_key,
         event_ts,
         received_at,
-        '{{ run_started_at.isoformat() }}'::timestamptz as loaded_at,
+        {{ run_loaded_at() }} as loaded_at,
         event_type,
         client_id,
         user_id as account_id,

@@ -30,21 +30,17 @@
 
 with
 
-events as (
-
-    select * from {{ ref('int_session_events') }}
-
-),
+{#- int_session_events is named in each CTE rather than once as a CTE of its own: read twice,
+    a CTE would be materialised whole (every event of history, to disk) on each run, where
+    the incremental reads below need only its loaded_at and session_key indexes. -#}
 
 {% if is_incremental() %}
 
 new_events as (
 
     select session_key, min(event_ts) as first_new_ts
-    from events
-    where loaded_at > (
-        select coalesce(max(max_loaded_at), '-infinity'::timestamptz) from {{ this }}
-    )
+    from {{ ref('int_session_events') }}
+    where loaded_at > {{ loaded_at_watermark(this, 'max_loaded_at') }}
     group by session_key
 
 ),
@@ -97,7 +93,7 @@ windows as (
 window_events as (
 
     select e.*, w.carried_account
-    from events as e
+    from {{ ref('int_session_events') }} as e
     join windows as w
         on e.session_key = w.session_key
         and (e.event_ts, e.event_id) >= (w.from_ts, w.from_event_id)
@@ -114,7 +110,7 @@ kept as (
 
 window_events as (
 
-    select *, null::text as carried_account from events
+    select *, null::text as carried_account from {{ ref('int_session_events') }}
 
 ),
 
