@@ -7,7 +7,7 @@ times `dbt build --full-refresh` (what `crm transform --full-refresh` runs) and 
     .venv/bin/python bench/transform_bench.py --visitors 1000 --verify
     .venv/bin/python bench/transform_bench.py --days 150 --increment-events 9531 --verify
 
---days 150 is the same shop (10,500 people) over five times the history, about 5 M events;
+--days 150 is the same shop (10,500 people) over five times the history, about 4 M events;
 --increment-events first adds a fixed number of events (the 1 M run's 1 %), timed on its
 own, before the --increment share, so both "the same new data on a longer history" and "1 %
 of it" are measured in one run.

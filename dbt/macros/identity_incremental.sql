@@ -24,34 +24,29 @@
 
 {#- Incremental models find new rows by received_at: everything received after the newest
     row of `relation` minus `lookback_days` (rows commit out of order by the
-    collector's flush delay), to be anti-joined on event_id. Returned as a timestamptz
-    literal computed now (the model is compiled right before it runs), so the planner
-    knows how many rows are above it and picks index scans when they are few. -#}
+    collector's flush delay), to be anti-joined on event_id. -#}
 {% macro received_at_watermark(relation) -%}
-    {%- if execute -%}
-        {%- set sql -%}
-            select coalesce(max(received_at)
-                - interval '{{ var("lookback_days") | int }} days',
-                '-infinity'::timestamptz)::text
-            from {{ relation }}
-        {%- endset -%}
-        '{{ run_query(sql).columns[0].values()[0] }}'::timestamptz
-    {%- else -%}
-        '-infinity'::timestamptz
-    {%- endif -%}
+    {{ timestamp_literal(
+        "select coalesce(max(received_at) - interval '" ~ (var('lookback_days') | int)
+        ~ " days', '-infinity'::timestamptz)::text from " ~ relation) }}
 {%- endmacro %}
 
 
-{#- The newest loaded_at (the stamp of the dbt run that wrote a row) of `relation`, as a
-    timestamptz literal computed now: rows of an upstream model stamped later are the ones
-    written since `relation` last took any. A literal, not a subquery, so the planner sees
-    how few rows are above it and reads them through the loaded_at index. -inf when the
-    column is new (the first run after an upgrade reads everything once). -#}
+{#- The newest loaded_at (the stamp of the dbt run that wrote a row) of `relation`: rows of
+    an upstream model stamped later are the ones written since `relation` last took any.
+    -inf when the column is new (the first run after an upgrade reads everything once). -#}
 {% macro loaded_at_watermark(relation, column='loaded_at') -%}
+    {{ timestamp_literal(
+        "select coalesce(max(" ~ column ~ "), '-infinity'::timestamptz)::text from "
+        ~ relation) }}
+{%- endmacro %}
+
+
+{#- A watermark as a timestamptz literal computed now by `sql` (the model is compiled right
+    before it runs), not a subquery: the planner knows how many rows are above it and picks
+    index scans when they are few. -inf while dbt only parses. -#}
+{% macro timestamp_literal(sql) -%}
     {%- if execute -%}
-        {%- set sql -%}
-            select coalesce(max({{ column }}), '-infinity'::timestamptz)::text from {{ relation }}
-        {%- endset -%}
         '{{ run_query(sql).columns[0].values()[0] }}'::timestamptz
     {%- else -%}
         '-infinity'::timestamptz
